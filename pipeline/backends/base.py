@@ -1,0 +1,110 @@
+"""What every backend provides: model facts (ModelInfo) and `infer(slot, n)` on ring slots.
+
+Backends never allocate per call: inputs and outputs live in the preprocess ring's slots, keyed by
+tensor name, and `infer` reads rows 0..n-1 of the slot's input and writes the same rows of its
+outputs.
+"""
+
+from __future__ import annotations
+
+import ast
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from pipeline.config import ModelConfig
+    from pipeline.preprocess import Slot
+
+log = logging.getLogger(__name__)
+
+
+class ModelLoadError(RuntimeError):
+    """A model cannot be found or loaded, or does not fit what the config says about it."""
+
+
+@dataclass(frozen=True, slots=True)
+class TensorSpec:
+    name: str
+    shape: tuple[int, ...]  # one batch row: the full shape without the leading batch axis
+    dtype: np.dtype
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    path: Path
+    input: TensorSpec  # shape (3, H, W)
+    outputs: tuple[TensorSpec, ...]
+    max_batch: int | None  # None: dynamic batch with no upper bound from the model
+    class_names: dict[int, str]
+    stride: int | None
+
+    @property
+    def input_hw(self) -> tuple[int, int]:
+        return self.input.shape[1], self.input.shape[2]
+
+    def output(self, name: str) -> TensorSpec:
+        for spec in self.outputs:
+            if spec.name == name:
+                return spec
+        raise KeyError(f"model {self.path.name} has no output {name!r}; outputs are {[o.name for o in self.outputs]}")
+
+
+class Backend(Protocol):
+    info: ModelInfo
+
+    def infer(self, slot: Slot, n: int) -> None:
+        """Runs rows 0..n-1 of `slot`'s inputs into the same rows of its outputs."""
+
+    def close(self) -> None: ...
+
+
+def missing_model_message(path: Path) -> str:
+    return (
+        f"model file not found: {path}. Put the ONNX model at that path, fix the model's 'path' in the "
+        f"config, or set VIGIL_SHARED to the folder that holds models/ (default ../shared; see README, "
+        f"'Models')."
+    )
+
+
+def parse_ultralytics_metadata(meta: dict[str, str]) -> tuple[dict[int, str], tuple[int, int] | None, int | None]:
+    """Class names, input size (h, w) and stride from Ultralytics' ONNX metadata, where present."""
+    names: dict[int, str] = {}
+    imgsz: tuple[int, int] | None = None
+    stride: int | None = None
+    try:
+        if "names" in meta:
+            raw = ast.literal_eval(meta["names"])
+            if isinstance(raw, dict):
+                names = {int(k): str(v) for k, v in raw.items()}
+            elif isinstance(raw, list):
+                names = dict(enumerate(map(str, raw)))
+        if "imgsz" in meta:
+            raw = ast.literal_eval(meta["imgsz"])
+            if isinstance(raw, int):
+                imgsz = (raw, raw)
+            elif isinstance(raw, (list, tuple)) and len(raw) == 2:
+                imgsz = (int(raw[0]), int(raw[1]))
+        if "stride" in meta:
+            stride = int(ast.literal_eval(meta["stride"]))
+    except (ValueError, SyntaxError) as exc:
+        log.warning("ignoring unreadable Ultralytics metadata: %s", exc)
+    return names, imgsz, stride
+
+
+def create_backend(model: ModelConfig, *, intra_op_threads: int | None = None) -> Backend:
+    """Builds the backend the config asks for. Imports lazily so a CPU machine never imports GPU code."""
+    if model.backend == "onnxruntime":
+        from pipeline.backends.onnxruntime import OnnxRuntimeBackend
+
+        return OnnxRuntimeBackend(
+            model.path,
+            input_size=model.input_size,
+            class_names=model.names,
+            device=model.device,
+            intra_op_threads=intra_op_threads if intra_op_threads is not None else model.threads,
+        )
+    raise ModelLoadError(f"model {model.id!r}: backend {model.backend!r} is not available in this build")

@@ -1,0 +1,140 @@
+"""ONNX Runtime backend: CPU everywhere, the CUDA execution provider when it is installed.
+
+Runs through IOBinding on the ring slot's own numpy buffers, so ONNX Runtime neither allocates
+outputs nor copies inputs per call (one binding per slot and batch size, made once)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import onnxruntime as ort
+
+from pipeline.backends.base import ModelInfo, ModelLoadError, TensorSpec, missing_model_message, parse_ultralytics_metadata
+from pipeline.preprocess import Slot
+
+log = logging.getLogger(__name__)
+
+_ORT_DTYPES = {"tensor(float)": np.dtype(np.float32), "tensor(float16)": np.dtype(np.float16)}
+
+
+class OnnxRuntimeBackend:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        input_size: tuple[int, int] | None = None,
+        class_names: dict[int, str] | None = None,
+        device: Literal["auto", "cpu", "cuda"] = "auto",
+        intra_op_threads: int | None = None,
+    ) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ModelLoadError(missing_model_message(self.path))
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if intra_op_threads:
+            options.intra_op_num_threads = intra_op_threads
+        self.providers = _providers(device)
+        try:
+            self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=self.providers)
+        except Exception as exc:  # ORT raises its own untyped errors: give them a path and a hint
+            raise ModelLoadError(f"ONNX Runtime cannot load {self.path}: {exc}") from exc
+        self.info = self._read_info(input_size, class_names)
+        self._bindings: dict[tuple[int, int], ort.IOBinding] = {}
+        log.info(
+            "loaded %s on %s: input %s %s, outputs %s, batch %s, %d classes",
+            self.path.name,
+            self.session.get_providers()[0],
+            self.info.input.name,
+            self.info.input.shape,
+            {o.name: o.shape for o in self.info.outputs},
+            self.info.max_batch or "dynamic",
+            len(self.info.class_names),
+        )
+
+    def _read_info(self, input_size: tuple[int, int] | None, class_names: dict[int, str] | None) -> ModelInfo:
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1:
+            raise ModelLoadError(
+                f"{self.path.name}: expected one image input, got {len(inputs)}: {[i.name for i in inputs]}"
+            )
+        inp = inputs[0]
+        if len(inp.shape) != 4:
+            raise ModelLoadError(f"{self.path.name}: expected a 4D NCHW image input, got {inp.name} {inp.shape}")
+        if inp.type not in _ORT_DTYPES:
+            raise ModelLoadError(f"{self.path.name}: expected a float input, got {inp.name} of {inp.type}")
+        batch_dim, channels, h_dim, w_dim = inp.shape
+        if channels != 3:
+            raise ModelLoadError(f"{self.path.name}: expected 3 input channels, got {inp.shape}")
+        meta_names, meta_imgsz, stride = parse_ultralytics_metadata(self.session.get_modelmeta().custom_metadata_map)
+        if isinstance(h_dim, int) and isinstance(w_dim, int):
+            model_hw = (h_dim, w_dim)
+            if input_size is not None and tuple(input_size) != model_hw:
+                raise ModelLoadError(
+                    f"{self.path.name}: input_size {list(input_size)} does not fit the model's fixed input "
+                    f"{list(model_hw)} (remove input_size or export the model at that size)"
+                )
+        elif input_size is not None:
+            model_hw = (int(input_size[0]), int(input_size[1]))
+        elif meta_imgsz is not None:
+            model_hw = meta_imgsz
+        else:
+            raise ModelLoadError(
+                f"{self.path.name}: input height/width are dynamic and the model has no 'imgsz' metadata: "
+                f"set input_size: [H, W] for this model in the config"
+            )
+        max_batch = batch_dim if isinstance(batch_dim, int) else None
+        names = class_names or meta_names
+        input_spec = TensorSpec(inp.name, (3, *model_hw), _ORT_DTYPES[inp.type])
+        outputs = self._probe_outputs(input_spec)
+        if not names:
+            log.warning("%s has no class names in its metadata and none in the config: using numbers", self.path.name)
+        return ModelInfo(self.path, input_spec, outputs, max_batch, names, stride)
+
+    def _probe_outputs(self, input_spec: TensorSpec) -> tuple[TensorSpec, ...]:
+        """Output shapes per batch row. Symbolic dims are resolved by one warm-up run (which also
+        pays ONNX Runtime's first-run cost before any frame arrives)."""
+        probe = np.zeros((1, *input_spec.shape), input_spec.dtype)
+        results = self.session.run(None, {input_spec.name: probe})
+        specs = []
+        for meta, value in zip(self.session.get_outputs(), results, strict=True):
+            if meta.type not in _ORT_DTYPES:
+                raise ModelLoadError(f"{self.path.name}: output {meta.name} is {meta.type}, expected float")
+            specs.append(TensorSpec(meta.name, tuple(value.shape[1:]), _ORT_DTYPES[meta.type]))
+        return tuple(specs)
+
+    def infer(self, slot: Slot, n: int) -> None:
+        binding = self._bindings.get((slot.index, n))
+        if binding is None:
+            binding = self._bind(slot, n)
+        self.session.run_with_iobinding(binding)
+
+    def _bind(self, slot: Slot, n: int) -> ort.IOBinding:
+        binding = self.session.io_binding()
+        x = slot.inputs[self.info.input.name][:n]
+        binding.bind_input(self.info.input.name, "cpu", 0, x.dtype, list(x.shape), x.ctypes.data)
+        for spec in self.info.outputs:
+            y = slot.outputs[spec.name][:n]
+            binding.bind_output(spec.name, "cpu", 0, y.dtype, list(y.shape), y.ctypes.data)
+        self._bindings[(slot.index, n)] = binding
+        return binding
+
+    def close(self) -> None:
+        self._bindings.clear()
+
+
+def _providers(device: Literal["auto", "cpu", "cuda"]) -> list[str]:
+    available = ort.get_available_providers()
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if device == "cuda":
+        if "CUDAExecutionProvider" not in available:
+            raise ModelLoadError(
+                f"device: cuda asked for, but ONNX Runtime here has only {available}: install onnxruntime-gpu "
+                f"or set device: cpu"
+            )
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]

@@ -1,0 +1,192 @@
+"""Command line: run / validate / detect / bench.
+
+Exit codes: 0 success (also after SIGINT/SIGTERM with outputs closed), 1 a stage failed at run time
+(the original error is shown), 2 a config or usage error (file:line: key: message, no traceback)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from pipeline.backends.base import ModelLoadError
+from pipeline.config import ConfigError, LoadedConfig, VigilConfig, check_files
+from pipeline.paths import default_model
+from pipeline.sources.images import IMAGE_SUFFIXES
+from pipeline.stage import GraphFailed
+
+log = logging.getLogger("vigil")
+
+COMMANDS = ("run", "validate", "detect", "bench")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `run.py CONFIG` is a shorthand for `run.py run CONFIG`.
+    if argv and argv[0] not in COMMANDS and not argv[0].startswith("-"):
+        argv.insert(0, "run")
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    except ModelLoadError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except GraphFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        if args.log_level == "debug":
+            import traceback
+
+            traceback.print_exception(exc.error)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="run.py", description="Vigil: streaming video analytics")
+    p.add_argument("--log-level", default=os.environ.get("VIGIL_LOG_LEVEL", "info"),
+                   choices=["debug", "info", "warning", "error"])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the camera graph described by a YAML config")
+    run.add_argument("config", type=Path)
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.set_defaults(func=cmd_run)
+
+    val = sub.add_parser("validate", help="check a config (paths, models, output layouts) without running")
+    val.add_argument("config", type=Path)
+    val.set_defaults(func=cmd_validate)
+
+    det = sub.add_parser("detect", help="one source through one model, no YAML (like `yolo predict`)")
+    det.add_argument("source", help="video file, image file or directory of images")
+    det.add_argument("--model", type=Path, default=None, help=f"ONNX model (default {default_model()})")
+    det.add_argument("--jsonl", type=Path, required=True, help="JSON Lines output, one record per frame")
+    det.add_argument("--video", type=Path, default=None, help="annotated video output (.mp4)")
+    det.add_argument("--conf", type=float, default=0.25)
+    det.add_argument("--iou", type=float, default=0.45)
+    det.add_argument("--family", default="yolov8", choices=["yolov8", "yolo11", "yolov5"])
+    det.add_argument("--batch", type=int, default=1)
+    det.add_argument("--classes", nargs="+", default=None, help="keep only these class names or ids")
+    det.add_argument("--no-progress", action="store_true")
+    det.set_defaults(func=cmd_detect)
+
+    bench = sub.add_parser("bench", help="raw backend fps vs pipeline fps on the same model and video")
+    bench.add_argument("--model", type=Path, default=None, help=f"ONNX model (default {default_model()})")
+    bench.add_argument("--video", type=Path, required=True)
+    bench.add_argument("--frames", type=int, default=0, help="frames to run (default: the whole video)")
+    bench.add_argument("--batch", type=int, default=1)
+    bench.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: all cores)")
+    bench.add_argument("--no-sequential", action="store_true", help="skip the naive sequential-loop baseline")
+    bench.set_defaults(func=cmd_bench)
+    return p
+
+
+def _progress(disabled: bool):  # noqa: ANN202 - returns (callback, close)
+    if disabled:
+        return None, lambda: None
+    from tqdm import tqdm
+
+    bar = tqdm(unit="frame", dynamic_ncols=True, disable=None, file=sys.stderr)
+
+    def update(done: int, total: int | None) -> None:
+        if total is not None and bar.total != total:
+            bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    return update, bar.close
+
+
+def _execute(loaded: LoadedConfig, no_progress: bool) -> int:
+    from pipeline.graph import build_graph
+    from pipeline.runner import execute, format_summary
+
+    graph = build_graph(loaded)
+    update, close = _progress(no_progress)
+    try:
+        summary = execute(graph, drain_timeout_s=loaded.config.pipeline.drain_timeout_s, on_progress=update)
+    finally:
+        close()
+    print(format_summary(summary))
+    for sink in graph.sinks:
+        for path in getattr(sink, "paths", []) or [getattr(sink, "path", None)]:
+            if path is not None:
+                print(f"wrote {path}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from pipeline.config import load_config
+
+    return _execute(load_config(args.config), args.no_progress)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from pipeline.config import load_config
+    from pipeline.graph import load_models
+
+    loaded = load_config(args.config)
+    issues = check_files(loaded)
+    if issues:
+        raise ConfigError(issues)
+    models = load_models(loaded)
+    for mid, m in models.items():
+        info = m.backend.info
+        print(f"model {mid}: {info.path} input {list(info.input.shape)} batch {m.batch} "
+              f"({'dynamic' if info.max_batch is None else f'fixed {info.max_batch}'}), "
+              f"output {list(info.outputs[0].shape)} fits {m.config.family}, {len(info.class_names)} classes")
+        m.backend.close()
+    cfg = loaded.config
+    print(f"{args.config}: valid ({len(cfg.cameras)} cameras, {len(cfg.models)} models, {len(cfg.sinks)} sinks)")
+    return 0
+
+
+def detect_config(args: argparse.Namespace) -> LoadedConfig:
+    source_path = Path(args.source)
+    if not source_path.exists():
+        raise ConfigError([_arg_issue("SOURCE", f"not found: {source_path} (expected a video file, an image file or a directory of images)")])
+    is_images = source_path.is_dir() or source_path.suffix.lower() in IMAGE_SUFFIXES
+    source: dict[str, Any] = {"type": "images" if is_images else "file", "path": str(source_path)}
+    model_path = args.model or default_model()
+    sinks: list[dict[str, Any]] = [{"type": "jsonl", "path": str(args.jsonl)}]
+    if args.video is not None:
+        sinks.append({"type": "video", "path": str(args.video)})
+    model: dict[str, Any] = {"id": "model", "path": str(model_path), "family": args.family, "conf": args.conf,
+                             "iou": args.iou, "batch": args.batch}
+    if args.classes:
+        model["classes"] = [int(c) if c.isdigit() else c for c in args.classes]
+    data = {"cameras": [{"id": "cam0", "source": source, "model": "model"}], "models": [model], "sinks": sinks}
+    from pydantic import ValidationError
+
+    try:
+        config = VigilConfig.model_validate(data, context={"base_dir": Path.cwd()})
+    except ValidationError as exc:
+        raise ConfigError([_arg_issue(".".join(map(str, e["loc"])), f"{e['msg']}, got {e.get('input')!r}") for e in exc.errors()]) from None
+    return LoadedConfig(config, "<command line>", {})
+
+
+def _arg_issue(key: str, message: str):  # noqa: ANN202
+    from pipeline.config import ConfigIssue
+
+    return ConfigIssue("<command line>", 0, key, message)
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    return _execute(detect_config(args), args.no_progress)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from pipeline.bench import format_bench, run_bench
+
+    if not args.video.is_file():
+        raise ConfigError([_arg_issue("--video", f"video file not found: {args.video}")])
+    result = run_bench(args.model or default_model(), args.video, frames=args.frames, batch=args.batch,
+                       threads=args.threads, sequential=not args.no_sequential)
+    print(format_bench(result))
+    return 0

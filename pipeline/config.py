@@ -1,0 +1,492 @@
+"""The YAML camera graph as pydantic models, and load_config() with `file:line: key: message` errors.
+
+One model per YAML section, `extra="forbid"` so a typo fails, bounds on every number, `type:`
+selecting the source or sink class. Errors name the file, the line, the dotted key and what was
+expected against what arrived, with a "did you mean" for misspelt keys and names.
+
+`${VAR}` and `${VAR:-default}` in any string are replaced from the environment before validation
+(for secrets such as camera passwords); VIGIL_SHARED defaults to ../shared. Relative paths are
+relative to the config file's folder.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+
+from pipeline.paths import SHARED_ENV, shared_dir
+
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+# --------------------------------------------------------------------------------------------------
+# Errors
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigIssue:
+    file: str
+    line: int
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.key}: {self.message}" if self.key else f"{self.file}:{self.line}: {self.message}"
+
+
+class ConfigError(Exception):
+    """One or more problems in a config file; str() is one `file:line: key: message` per line."""
+
+    def __init__(self, issues: list[ConfigIssue]) -> None:
+        self.issues = sorted(issues, key=lambda i: (i.file, i.line))
+        super().__init__("\n".join(str(i) for i in self.issues))
+
+
+# --------------------------------------------------------------------------------------------------
+# Schema
+
+
+def _resolve_path(value: Path, info: ValidationInfo) -> Path:
+    base = (info.context or {}).get("base_dir")
+    value = value.expanduser()
+    return (Path(base) / value).resolve() if base is not None and not value.is_absolute() else value
+
+
+ConfigPath = Annotated[Path, AfterValidator(_resolve_path)]
+Identifier = Annotated[str, Field(pattern=ID_PATTERN)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FileSourceConfig(Strict):
+    type: Literal["file"]
+    path: ConfigPath
+    realtime: bool = False  # pace at the file's native fps and treat it as a live camera
+    loop: bool = False
+    fps: float | None = Field(None, gt=0, le=1000)  # pacing rate when realtime; default: the file's
+    max_frames: int | None = Field(None, ge=1)  # stop after this many frames
+
+
+class ImagesSourceConfig(Strict):
+    type: Literal["images"]
+    path: ConfigPath  # an image file or a directory of images
+
+
+class SyntheticSourceConfig(Strict):
+    type: Literal["synthetic"]
+    width: int = Field(640, ge=16, le=8192)
+    height: int = Field(480, ge=16, le=8192)
+    fps: float = Field(25.0, gt=0, le=1000)
+    frames: int | None = Field(None, ge=1)
+    live: bool = False
+
+
+SourceConfig = Annotated[
+    Union[FileSourceConfig, ImagesSourceConfig, SyntheticSourceConfig], Field(discriminator="type")
+]
+
+
+class QueueConfig(Strict):
+    size: int = Field(8, ge=1, le=1024)
+    # block: nothing lost (files); drop_oldest: latency bounded (live). Default follows the source.
+    policy: Literal["block", "drop_oldest"] | None = None
+
+
+class CameraConfig(Strict):
+    id: Identifier
+    source: SourceConfig
+    model: str
+    queue: QueueConfig = QueueConfig()
+
+    @property
+    def live(self) -> bool:
+        s = self.source
+        return (isinstance(s, FileSourceConfig) and s.realtime) or (isinstance(s, SyntheticSourceConfig) and s.live)
+
+    @property
+    def policy(self) -> Literal["block", "drop_oldest"]:
+        return self.queue.policy or ("drop_oldest" if self.live else "block")
+
+
+class ModelConfig(Strict):
+    id: Identifier
+    path: ConfigPath
+    backend: Literal["onnxruntime"] = "onnxruntime"
+    family: Literal["yolov8", "yolo11", "yolov5"] = "yolov8"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    conf: float = Field(0.25, gt=0, lt=1)
+    iou: float = Field(0.45, gt=0, le=1)
+    max_det: int = Field(300, ge=1, le=100000)
+    classes: list[int | str] | None = Field(None, min_length=1)  # keep only these (ids or names)
+    names: dict[int, str] | None = None  # override the model's class names
+    input_size: tuple[Annotated[int, Field(ge=32, le=8192)], Annotated[int, Field(ge=32, le=8192)]] | None = None
+    batch: int = Field(1, ge=1, le=256)
+    max_wait_ms: float = Field(10.0, ge=0, le=10000)  # an open batch waits at most this for more frames
+    threads: int | None = Field(None, ge=1, le=256)  # ONNX Runtime intra-op threads; default: all cores
+
+    @field_validator("names", mode="before")
+    @classmethod
+    def _names_from_list(cls, value: Any) -> Any:
+        return dict(enumerate(value)) if isinstance(value, list) else value
+
+
+class JsonlSinkConfig(Strict):
+    type: Literal["jsonl"]
+    path: ConfigPath
+    cameras: list[str] | None = None  # default: every camera
+
+
+class VideoSinkConfig(Strict):
+    type: Literal["video"]
+    path: ConfigPath  # must contain {camera} when the sink takes more than one camera
+    cameras: list[str] | None = None
+    fps: float | None = Field(None, gt=0, le=1000)  # default: the source's rate (25 if unknown)
+    codec: str = Field("mp4v", pattern=r"^[A-Za-z0-9 ]{4}$")
+
+
+SinkConfig = Annotated[Union[JsonlSinkConfig, VideoSinkConfig], Field(discriminator="type")]
+
+
+class PipelineConfig(Strict):
+    slots: int = Field(3, ge=2, le=64)  # input/output slots per model: 2 = double buffering
+    queue_size: int = Field(4, ge=1, le=1024)  # between preprocess, inference, postprocess, sinks
+    drain_timeout_s: float = Field(30.0, gt=0, le=3600)  # SIGINT/SIGTERM: time to finish queued work
+
+
+class VigilConfig(Strict):
+    cameras: list[CameraConfig] = Field(min_length=1)
+    models: list[ModelConfig] = Field(min_length=1)
+    sinks: list[SinkConfig] = Field(default_factory=list)
+    pipeline: PipelineConfig = PipelineConfig()
+
+    def model(self, model_id: str) -> ModelConfig:
+        for m in self.models:
+            if m.id == model_id:
+                return m
+        raise KeyError(f"no model {model_id!r}; models are {[m.id for m in self.models]}")
+
+    def sink_cameras(self, sink: JsonlSinkConfig | VideoSinkConfig) -> list[str]:
+        return list(sink.cameras) if sink.cameras is not None else [c.id for c in self.cameras]
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedConfig:
+    config: VigilConfig
+    file: str
+    lines: dict[tuple[Any, ...], int]
+
+    def line_of(self, path: tuple[Any, ...]) -> int:
+        return _line_of(self.lines, path)
+
+    def issue(self, path: tuple[Any, ...], message: str) -> ConfigIssue:
+        return ConfigIssue(self.file, self.line_of(path), format_path(path), message)
+
+
+def format_path(path: tuple[Any, ...]) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _line_of(lines: dict[tuple[Any, ...], int], path: tuple[Any, ...]) -> int:
+    for end in range(len(path), -1, -1):
+        if path[:end] in lines:
+            return lines[path[:end]]
+    return 1
+
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _expand_env(text: str) -> tuple[str, list[str]]:
+    """Expands ${VAR} / ${VAR:-default}; returns the text and the names of unset variables."""
+    missing: list[str] = []
+
+    def sub(m: re.Match[str]) -> str:
+        name, default = m.group(1), m.group(2)
+        value = os.environ.get(name)
+        if value is not None:
+            return value
+        if default is not None:
+            return default
+        if name == SHARED_ENV:
+            return str(shared_dir())
+        missing.append(name)
+        return m.group(0)
+
+    return _ENV_REF.sub(sub, text), missing
+
+
+class _Builder:
+    """Turns a composed YAML node tree into Python data, recording each key's line."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.lines: dict[tuple[Any, ...], int] = {}
+        self.issues: list[ConfigIssue] = []
+        self._constructor = yaml.SafeLoader("")
+
+    def build(self, node: yaml.Node, path: tuple[Any, ...]) -> Any:
+        self.lines.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            out: dict[Any, Any] = {}
+            for key_node, value_node in node.value:
+                key = self._constructor.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                if not isinstance(key, (str, int)):
+                    self.issues.append(ConfigIssue(self.file, line, format_path(path), f"keys must be names, got {key!r}"))
+                    continue
+                if key in out:
+                    first = self.lines.get((*path, key), line)
+                    self.issues.append(
+                        ConfigIssue(self.file, line, format_path((*path, key)), f"duplicate key (first given on line {first})")
+                    )
+                    continue
+                self.lines[(*path, key)] = line
+                out[key] = self.build(value_node, (*path, key))
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
+        value = self._constructor.construct_object(node, deep=True)
+        if isinstance(value, str) and "${" in value:
+            expanded, missing = _expand_env(value)
+            for name in missing:
+                self.issues.append(
+                    ConfigIssue(self.file, node.start_mark.line + 1, format_path(path),
+                                f"environment variable {name} is not set (export it, or write ${{{name}:-default}})")
+                )
+            if expanded != value and node.tag == "tag:yaml.org,2002:str" and node.style is None:
+                # An unquoted ${PORT} should become the int it holds, as if written in place.
+                resolved = yaml.safe_load(expanded) if expanded.strip() else expanded
+                return resolved if isinstance(resolved, (int, float, bool)) else expanded
+            return expanded
+        return value
+
+
+def load_config(path: str | Path) -> LoadedConfig:
+    """Reads, expands, validates and cross-checks a config. Raises ConfigError with every issue found.
+    Does not touch the files it names (see `check_files`) nor load models."""
+    path = Path(path)
+    file = str(path)
+    if not path.is_file():
+        raise ConfigError([ConfigIssue(file, 1, "", "config file not found")])
+    text = path.read_text(encoding="utf-8")
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 1
+        raise ConfigError([ConfigIssue(file, line, "", f"YAML syntax error: {exc.problem or exc}")]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([ConfigIssue(file, 1, "", f"YAML error: {exc}")]) from None
+    if root is None:
+        raise ConfigError([ConfigIssue(file, 1, "", "config is empty: expected a mapping with cameras, models and sinks")])
+    if not isinstance(root, yaml.MappingNode):
+        raise ConfigError([ConfigIssue(file, root.start_mark.line + 1, "",
+                                       f"expected a mapping with cameras, models and sinks at the top, got a {_node_kind(root)}")])
+    builder = _Builder(file)
+    data = builder.build(root, ())
+    if builder.issues:
+        raise ConfigError(builder.issues)
+    try:
+        config = VigilConfig.model_validate(data, context={"base_dir": path.resolve().parent})
+    except ValidationError as exc:
+        raise ConfigError([_issue_from_pydantic(file, builder.lines, data, err) for err in exc.errors(include_url=False)]) from None
+    loaded = LoadedConfig(config, file, builder.lines)
+    issues = cross_check(loaded)
+    if issues:
+        raise ConfigError(issues)
+    return loaded
+
+
+def _node_kind(node: yaml.Node) -> str:
+    return "list" if isinstance(node, yaml.SequenceNode) else "single value" if isinstance(node, yaml.ScalarNode) else "mapping"
+
+
+def _did_you_mean(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def cross_check(loaded: LoadedConfig) -> list[ConfigIssue]:
+    """Rules between sections: unique ids, references that exist, outputs that do not collide."""
+    cfg = loaded.config
+    issues: list[ConfigIssue] = []
+    for section, items in (("cameras", cfg.cameras), ("models", cfg.models)):
+        seen: dict[str, int] = {}
+        for i, item in enumerate(items):
+            if item.id in seen:
+                issues.append(loaded.issue((section, i, "id"), f"duplicate id {item.id!r} (also {section}[{seen[item.id]}])"))
+            else:
+                seen[item.id] = i
+    model_ids = [m.id for m in cfg.models]
+    camera_ids = [c.id for c in cfg.cameras]
+    for i, cam in enumerate(cfg.cameras):
+        if cam.model not in model_ids:
+            issues.append(loaded.issue(("cameras", i, "model"),
+                                       f"camera {cam.id!r} refers to unknown model {cam.model!r}{_did_you_mean(cam.model, model_ids)}; models are {model_ids}"))
+    used = {c.model for c in cfg.cameras}
+    for i, model in enumerate(cfg.models):
+        if model.id not in used:
+            issues.append(loaded.issue(("models", i, "id"), f"model {model.id!r} is fed by no camera (set model: {model.id} on a camera, or remove it)"))
+    outputs: dict[str, int] = {}
+    for i, sink in enumerate(cfg.sinks):
+        for j, cam_id in enumerate(sink.cameras or []):
+            if cam_id not in camera_ids:
+                issues.append(loaded.issue(("sinks", i, "cameras", j),
+                                           f"unknown camera {cam_id!r}{_did_you_mean(cam_id, camera_ids)}; cameras are {camera_ids}"))
+        if isinstance(sink, VideoSinkConfig) and len(cfg.sink_cameras(sink)) > 1 and "{camera}" not in str(sink.path):
+            issues.append(loaded.issue(("sinks", i, "path"),
+                                       f"a video sink for {len(cfg.sink_cameras(sink))} cameras needs '{{camera}}' in its path "
+                                       f"(one file per camera), got {str(sink.path)!r}"))
+        key = str(sink.path)
+        if key in outputs:
+            issues.append(loaded.issue(("sinks", i, "path"), f"same output file as sinks[{outputs[key]}]: {key}"))
+        outputs.setdefault(key, i)
+    return issues
+
+
+def check_files(loaded: LoadedConfig) -> list[ConfigIssue]:
+    """Every input path the config names exists (sources, models)."""
+    issues = []
+    for i, cam in enumerate(loaded.config.cameras):
+        src = cam.source
+        if isinstance(src, FileSourceConfig) and not src.path.is_file():
+            issues.append(loaded.issue(("cameras", i, "source", "path"), f"video file not found: {src.path}"))
+        if isinstance(src, ImagesSourceConfig) and not src.path.exists():
+            issues.append(loaded.issue(("cameras", i, "source", "path"), f"image file or directory not found: {src.path}"))
+    for i, model in enumerate(loaded.config.models):
+        if not model.path.is_file():
+            issues.append(loaded.issue(("models", i, "path"),
+                                       f"model file not found: {model.path} (put the ONNX file there, or set {SHARED_ENV} "
+                                       f"to the folder holding models/)"))
+    return issues
+
+
+# --------------------------------------------------------------------------------------------------
+# pydantic errors → file:line: key: message
+
+
+def _data_path(data: Any, loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """pydantic's loc with union tags (e.g. 'file' in cameras.0.source.file.path) removed."""
+    path: list[Any] = []
+    node = data
+    for part in loc:
+        if isinstance(node, dict) and part in node:
+            path.append(part)
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            path.append(part)
+            node = node[part]
+        elif isinstance(node, dict) and node.get("type") == part:
+            continue  # discriminated-union tag
+        else:
+            path.append(part)
+            node = None
+    return tuple(path)
+
+
+def _model_at(data: Any, path: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The pydantic model class that validates the mapping at `path` (union members picked by `type`)."""
+    ann: Any = VigilConfig
+    node = data
+    for part in path:
+        ann = _unwrap(ann, node)
+        if isinstance(ann, type) and issubclass(ann, BaseModel) and isinstance(part, str) and part in ann.model_fields:
+            ann = ann.model_fields[part].annotation
+        elif typing.get_origin(ann) is list and isinstance(part, int):
+            ann = typing.get_args(ann)[0]
+        elif typing.get_origin(ann) is dict:
+            ann = typing.get_args(ann)[1]
+        else:
+            return None
+        node = node[part] if isinstance(node, (dict, list)) and _has(node, part) else None
+    ann = _unwrap(ann, node)
+    return ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+
+
+def _has(node: Any, part: Any) -> bool:
+    return part in node if isinstance(node, dict) else isinstance(part, int) and 0 <= part < len(node)
+
+
+def _unwrap(ann: Any, node: Any) -> Any:
+    while True:
+        origin = typing.get_origin(ann)
+        if origin is Annotated:
+            ann = typing.get_args(ann)[0]
+        elif origin in (Union, types.UnionType):
+            members = [a for a in typing.get_args(ann) if a is not type(None)]
+            models = [m for m in members if isinstance(m, type) and issubclass(m, BaseModel)]
+            if len(members) == 1:
+                ann = members[0]
+            elif models and isinstance(node, dict):
+                tag = node.get("type")
+                match = [m for m in models if "type" in m.model_fields and typing.get_args(m.model_fields["type"].annotation) == (tag,)]
+                if not match:
+                    return None
+                ann = match[0]
+            else:
+                non_model = [m for m in members if m not in models]
+                ann = non_model[0] if len(non_model) == 1 and not isinstance(node, dict) else (models[0] if len(models) == 1 else members[0])
+        else:
+            return ann
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _issue_from_pydantic(file: str, lines: dict[tuple[Any, ...], int], data: Any, err: Any) -> ConfigIssue:
+    loc = tuple(err["loc"])
+    path = _data_path(data, loc)
+    kind = err["type"]
+    ctx = err.get("ctx") or {}
+    value = err.get("input")
+    if kind == "extra_forbidden":
+        model = _model_at(data, path[:-1])
+        allowed = list(model.model_fields) if model else []
+        key = str(path[-1])
+        hint = _did_you_mean(key, allowed)
+        message = f"unknown key{hint}" + ("" if hint or not allowed else f"; expected one of: {', '.join(allowed)}")
+    elif kind == "missing":
+        message = "required key is missing"
+        model = _model_at(data, path[:-1])
+        if model is not None and isinstance(path[-1], str) and path[-1] in model.model_fields:
+            desc = model.model_fields[path[-1]].description
+            message += f" ({desc})" if desc else ""
+    elif kind in ("union_tag_invalid", "union_tag_not_found"):
+        expected = [t.strip(" '") for t in str(ctx.get("expected_tags", "")).split(",") if t.strip()]
+        if kind == "union_tag_not_found":
+            message = f"missing 'type': expected one of {', '.join(expected)}"
+        else:
+            tag = str(ctx.get("tag", ""))
+            path = (*path, "type")
+            message = f"unknown type {tag!r}{_did_you_mean(tag, expected)}; expected one of {', '.join(expected)}"
+    elif kind == "literal_error":
+        expected_text = str(ctx.get("expected", ""))
+        choices = re.findall(r"'([^']*)'", expected_text)
+        message = f"expected {expected_text}, got {_show(value)}{_did_you_mean(str(value), choices)}"
+    elif kind in ("model_type", "dict_type"):
+        message = f"expected a mapping of keys, got {_show(value)}"
+    elif kind == "list_type":
+        message = f"expected a list, got {_show(value)}"
+    else:
+        message = f"{err['msg'][0].lower()}{err['msg'][1:]}, got {_show(value)}"
+    return ConfigIssue(file, _line_of(lines, path), format_path(path), message)

@@ -1,0 +1,202 @@
+"""Builds the running graph from a validated config.
+
+Per camera: a capture stage and its own queue (policy from the source: block for files,
+drop_oldest for live). Per model: one preprocess stage reading all its cameras' queues round-robin,
+one inference stage, one postprocess stage, and a ring of slots shared by the three. Per sink: one
+stage with its own queue; postprocess routes each camera's results to the sinks that want it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pipeline.backends.base import Backend, ModelLoadError, create_backend
+from pipeline.config import (
+    ConfigError,
+    ConfigIssue,
+    FileSourceConfig,
+    ImagesSourceConfig,
+    JsonlSinkConfig,
+    LoadedConfig,
+    ModelConfig,
+    SyntheticSourceConfig,
+    VideoSinkConfig,
+    check_files,
+    _did_you_mean,
+)
+from pipeline.inference import InferenceStage
+from pipeline.postprocess.stage import PostprocessStage
+from pipeline.postprocess.yolo import DecodeParams, LayoutError, YoloDecoder
+from pipeline.preprocess import PreprocessStage, SlotRing
+from pipeline.queues import BoundedQueue, FanIn, QueuePolicy
+from pipeline.sinks.base import Sink, SinkStage
+from pipeline.sinks.jsonl import JsonlSink
+from pipeline.sinks.video import VideoSink
+from pipeline.sources.base import CaptureStage, Source
+from pipeline.sources.file import VideoFileSource
+from pipeline.sources.images import ImageSource
+from pipeline.sources.synthetic import SyntheticSource
+from pipeline.stage import GraphRunner, Stage, StageContext
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class LoadedModel:
+    config: ModelConfig
+    backend: Backend
+    decoder: YoloDecoder
+    batch: int
+
+
+@dataclass(slots=True)
+class Graph:
+    runner: GraphRunner
+    models: dict[str, LoadedModel]
+    sinks: list[Sink]
+
+    @property
+    def ctx(self) -> StageContext:
+        return self.runner.ctx
+
+
+def load_models(loaded: LoadedConfig, *, intra_op_threads: int | None = None) -> dict[str, LoadedModel]:
+    """Loads every model and checks it against its config (batch, output layout, class filter).
+    Problems become ConfigErrors pointing at the key to change."""
+    issues: list[ConfigIssue] = []
+    models: dict[str, LoadedModel] = {}
+    for i, mcfg in enumerate(loaded.config.models):
+        try:
+            backend = create_backend(mcfg, intra_op_threads=intra_op_threads)
+        except ModelLoadError as exc:
+            issues.append(loaded.issue(("models", i, "path"), str(exc)))
+            continue
+        info = backend.info
+        if info.max_batch is not None and mcfg.batch > info.max_batch:
+            issues.append(loaded.issue(("models", i, "batch"),
+                                       f"model {info.path.name} has a fixed batch of {info.max_batch}, got batch: {mcfg.batch} "
+                                       f"(set batch: {info.max_batch}, or export the model with a dynamic batch)"))
+        if len(info.outputs) != 1:
+            issues.append(loaded.issue(("models", i, "family"),
+                                       f"family {mcfg.family!r} expects one output tensor, model has {[o.name for o in info.outputs]}"))
+            continue
+        class_ids, class_issues = _resolve_classes(loaded, i, mcfg, info.class_names)
+        issues.extend(class_issues)
+        try:
+            decoder = YoloDecoder(
+                mcfg.family,
+                info.outputs[0].shape,
+                len(info.class_names) or None,
+                DecodeParams(conf=mcfg.conf, iou=mcfg.iou, max_det=mcfg.max_det, classes=class_ids),
+            )
+        except LayoutError as exc:
+            issues.append(loaded.issue(("models", i, "family"), f"{info.path.name}: {exc}"))
+            continue
+        models[mcfg.id] = LoadedModel(mcfg, backend, decoder, mcfg.batch)
+    if issues:
+        for m in models.values():
+            m.backend.close()
+        raise ConfigError(issues)
+    return models
+
+
+def _resolve_classes(loaded: LoadedConfig, index: int, mcfg: ModelConfig, names: dict[int, str]) -> tuple[frozenset[int] | None, list[ConfigIssue]]:
+    if mcfg.classes is None:
+        return None, []
+    by_name = {v: k for k, v in names.items()}
+    ids: set[int] = set()
+    issues = []
+    for j, entry in enumerate(mcfg.classes):
+        if isinstance(entry, int):
+            if names and entry not in names:
+                issues.append(loaded.issue(("models", index, "classes", j), f"class id {entry} is not in the model (0..{max(names)})"))
+            ids.add(entry)
+        elif entry in by_name:
+            ids.add(by_name[entry])
+        else:
+            issues.append(loaded.issue(("models", index, "classes", j),
+                                       f"unknown class name {entry!r}{_did_you_mean(entry, list(by_name))}"))
+    return frozenset(ids), issues
+
+
+def make_source(cam_source: FileSourceConfig | ImagesSourceConfig | SyntheticSourceConfig, camera_id: str) -> Source:
+    if isinstance(cam_source, FileSourceConfig):
+        return VideoFileSource(cam_source.path, loop=cam_source.loop, live=cam_source.realtime,
+                               max_frames=cam_source.max_frames)
+    if isinstance(cam_source, ImagesSourceConfig):
+        return ImageSource(cam_source.path)
+    return SyntheticSource(cam_source.width, cam_source.height, frames=cam_source.frames, fps=cam_source.fps,
+                           live=cam_source.live, name=camera_id)
+
+
+def build_graph(loaded: LoadedConfig, models: dict[str, LoadedModel] | None = None,
+                extra_stages: Callable[[StageContext], list[Stage]] | None = None) -> Graph:
+    """Wires the stages. Checks input files first; loads models unless given."""
+    issues = check_files(loaded)
+    if issues:
+        raise ConfigError(issues)
+    cfg = loaded.config
+    models = models if models is not None else load_models(loaded)
+    ctx = StageContext()
+    metrics = ctx.metrics
+    stages: list[Stage] = []
+
+    # Sinks first: postprocess needs their queues to route to.
+    routes: dict[str, list[BoundedQueue]] = {c.id: [] for c in cfg.cameras}
+    sinks: list[Sink] = []
+    sink_stages: list[Stage] = []
+    for sink_cfg in cfg.sinks:
+        cams = cfg.sink_cameras(sink_cfg)
+        sink: Sink
+        if isinstance(sink_cfg, JsonlSinkConfig):
+            sink = JsonlSink(sink_cfg.path)
+        else:
+            assert isinstance(sink_cfg, VideoSinkConfig)  # noqa: S101 - the union has two members
+            sink = VideoSink(sink_cfg.path, fps=sink_cfg.fps, codec=sink_cfg.codec,
+                             source_fps=lambda cid: metrics.camera(cid).source_fps)
+        q = BoundedQueue(f"{sink.name}", cfg.pipeline.queue_size, QueuePolicy.BLOCK)
+        for cid in cams:
+            routes[cid].append(q)
+        sinks.append(sink)
+        sink_stages.append(SinkStage(sink, q, cams))
+    for cam in cfg.cameras:
+        if not routes[cam.id]:
+            log.warning("camera %s feeds no sink: its detections are counted but not written", cam.id)
+
+    for model_id, model in models.items():
+        cams = [c for c in cfg.cameras if c.model == model_id]
+        if not cams:
+            continue
+        info = model.backend.info
+        ring = SlotRing.allocate(
+            cfg.pipeline.slots,
+            model.batch,
+            {info.input.name: (info.input.shape, info.input.dtype)},
+            {o.name: (o.shape, o.dtype) for o in info.outputs},
+        )
+        cond = threading.Condition()
+        camera_queues = []
+        for cam in cams:
+            metrics.camera(cam.id)
+            q = BoundedQueue(
+                f"{cam.id}>preprocess", cam.queue.size, QueuePolicy(cam.policy), condition=cond,
+                on_drop=lambda frame: metrics.count_drop(frame.camera_id, "queue_full"),
+            )
+            camera_queues.append(q)
+            fps = cam.source.fps if isinstance(cam.source, (FileSourceConfig, SyntheticSourceConfig)) else None
+            stages.append(CaptureStage(cam.id, make_source(cam.source, cam.id), q, realtime=cam.live, fps=fps))
+        cam_ids = [c.id for c in cams]
+        to_inference = BoundedQueue(f"preprocess>inference[{model_id}]", cfg.pipeline.slots, QueuePolicy.BLOCK)
+        to_postprocess = BoundedQueue(f"inference>postprocess[{model_id}]", cfg.pipeline.slots, QueuePolicy.BLOCK)
+        stages.append(PreprocessStage(model_id, FanIn(camera_queues), to_inference, ring, info.input.name,
+                                      model.batch, model.config.max_wait_ms / 1000.0, cam_ids))
+        stages.append(InferenceStage(model_id, model.backend, to_inference, to_postprocess, cam_ids))
+        stages.append(PostprocessStage(model_id, to_postprocess, ring, model.decoder, info.outputs[0].name,
+                                       info.class_names, {cid: routes[cid] for cid in cam_ids}))
+    stages.extend(sink_stages)
+    if extra_stages is not None:
+        stages.extend(extra_stages(ctx))
+    return Graph(GraphRunner(stages, ctx), models, sinks)

@@ -1,0 +1,42 @@
+"""Inference stage: runs each batch's slot through the backend, in place, and passes it on."""
+
+from __future__ import annotations
+
+import queue
+import time
+
+from pipeline.backends.base import Backend
+from pipeline.frames import EndOfStream
+from pipeline.queues import POLL_S, BoundedQueue, Stopped
+from pipeline.stage import Stage, StageContext
+
+
+class InferenceStage(Stage):
+    def __init__(self, model_id: str, backend: Backend, inp: BoundedQueue, out: BoundedQueue, cameras: list[str]) -> None:
+        super().__init__(f"inference[{model_id}]")
+        self.backend = backend
+        self.inp = inp
+        self.out = out
+        self.cameras = set(cameras)
+
+    def run(self, ctx: StageContext) -> None:
+        stats = ctx.metrics.stage("inference")
+        active = set(self.cameras)
+        while active:
+            if ctx.stop.is_set():
+                raise Stopped
+            try:
+                item = self.inp.get(POLL_S)
+            except queue.Empty:
+                continue
+            if isinstance(item, EndOfStream):
+                active.discard(item.camera_id)
+                self.out.put(item, ctx.stop)
+                continue
+            now = time.monotonic()
+            for frame in item.frames:
+                stats.ages.add((now - frame.capture_mono) * 1000.0)
+            t0 = time.perf_counter()
+            self.backend.infer(item.slot, len(item))
+            stats.add_work(time.perf_counter() - t0, len(item))
+            self.out.put(item, ctx.stop)

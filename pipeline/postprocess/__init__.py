@@ -1,0 +1,1 @@
+"""Decoders per model family and vectorised NMS; the postprocess stage routes results to sinks."""

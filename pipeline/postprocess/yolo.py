@@ -1,0 +1,121 @@
+"""Decoders for YOLO output layouts, vectorised over the batch.
+
+- `yolov8` (also YOLO11, Ultralytics' current head): output [B, 4 + nc, N]; rows are cx, cy, w, h in
+  input pixels, then nc class scores (already sigmoid). Confidence = best class score.
+- `yolov5` (also YOLOv7 and other anchor-based heads): output [B, N, 5 + nc]; cx, cy, w, h,
+  objectness, nc class scores. Confidence = objectness × class score.
+
+Matches Ultralytics' non_max_suppression for these layouts: candidates above `conf` on the best
+class, class filter applied to the best class, class-aware greedy NMS (IoU > iou suppresses), at
+most `max_det` per image, boxes mapped back through the letterbox and clipped to the frame.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from pipeline.frames import Detections, Frame
+from pipeline.postprocess.nms import nms
+
+Family = Literal["yolov8", "yolo11", "yolov5"]
+FAMILIES: tuple[str, ...] = ("yolov8", "yolo11", "yolov5")
+
+
+class LayoutError(ValueError):
+    """The model's output shape does not fit the configured family."""
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeParams:
+    conf: float = 0.25
+    iou: float = 0.45
+    max_det: int = 300
+    classes: frozenset[int] | None = None  # None: every class
+
+
+class YoloDecoder:
+    def __init__(self, family: str, output_shape: tuple[int, ...], num_classes: int | None, params: DecodeParams) -> None:
+        """`output_shape` is one batch row of the model's output (without the batch axis)."""
+        if family not in FAMILIES:
+            raise LayoutError(f"unknown family {family!r}: expected one of {', '.join(FAMILIES)}")
+        self.family = "yolov5" if family == "yolov5" else "yolov8"
+        self.params = params
+        self.num_classes = self._check_layout(tuple(output_shape), num_classes)
+        self._class_filter = (
+            np.array(sorted(params.classes), np.int64) if params.classes is not None else None
+        )
+
+    def _check_layout(self, shape: tuple[int, ...], nc: int | None) -> int:
+        if len(shape) != 2:
+            raise LayoutError(
+                f"family {self.family!r} expects a 3D output [batch, ...], got one row of shape {list(shape)}"
+            )
+        if self.family == "yolov8":
+            channels, anchors = shape
+            expected = f"[batch, 4+nc, anchors]{f' = [batch, {4 + nc}, N]' if nc else ''}"
+            fits = channels > 4 and (nc is None or channels == 4 + nc) and anchors > channels
+            hint = " This looks like the YOLOv5 layout [batch, anchors, 5+nc]: set family: yolov5." if (
+                anchors > 5 and (nc is None or anchors == 5 + nc)
+            ) else ""
+            if not fits:
+                raise LayoutError(f"family 'yolov8' expects output {expected}, got [batch, {channels}, {anchors}].{hint}")
+            return channels - 4
+        anchors, channels = shape
+        expected = f"[batch, anchors, 5+nc]{f' = [batch, N, {5 + nc}]' if nc else ''}"
+        fits = channels > 5 and (nc is None or channels == 5 + nc) and anchors > channels
+        hint = " This looks like the YOLOv8/YOLO11 layout [batch, 4+nc, anchors]: set family: yolov8." if (
+            anchors > 4 and (nc is None or anchors == 4 + nc)
+        ) else ""
+        if not fits:
+            raise LayoutError(f"family 'yolov5' expects output {expected}, got [batch, {anchors}, {channels}].{hint}")
+        return channels - 5
+
+    def decode(self, output: np.ndarray, frames: Sequence[Frame]) -> list[Detections]:
+        """`output`: rows 0..len(frames)-1 of the model output. Frames carry their letterbox."""
+        n = len(frames)
+        x = output[:n]
+        p = self.params
+        if self.family == "yolov8":
+            scores = x[:, 4:, :]
+            best = scores.max(axis=1)  # (n, N)
+            b, a = np.nonzero(best > p.conf)
+            class_id = scores[b, :, a].argmax(axis=1)
+            confidence = best[b, a]
+            cxcywh = x[b, :4, a]
+        else:
+            objectness = x[:, :, 4]
+            b, a = np.nonzero(objectness > p.conf)
+            class_scores = x[b, a, 5:] * objectness[b, a, None]
+            class_id = class_scores.argmax(axis=1)
+            confidence = class_scores[np.arange(class_id.shape[0]), class_id]
+            cxcywh = x[b, a, :4]
+            passed = confidence > p.conf
+            b, class_id, confidence, cxcywh = b[passed], class_id[passed], confidence[passed], cxcywh[passed]
+        if self._class_filter is not None:
+            wanted = np.isin(class_id, self._class_filter)
+            b, class_id, confidence, cxcywh = b[wanted], class_id[wanted], confidence[wanted], cxcywh[wanted]
+        xyxy = np.empty_like(cxcywh)
+        half = cxcywh[:, 2:] / 2
+        xyxy[:, :2] = cxcywh[:, :2] - half
+        xyxy[:, 2:] = cxcywh[:, :2] + half
+        keep = nms(xyxy, confidence, b * (self.num_classes + 1) + class_id, p.iou)
+        # Group the kept boxes by image (score order kept within an image) and cap each at max_det.
+        image_of = b[keep]
+        keep = keep[np.argsort(image_of, kind="stable")]
+        counts = np.bincount(image_of, minlength=n)
+        starts = np.cumsum(counts) - counts
+        rank = np.arange(keep.shape[0]) - np.repeat(starts, counts)
+        keep = keep[rank < p.max_det]
+        counts = np.minimum(counts, p.max_det)
+        results = []
+        for frame, rows in zip(frames, np.split(keep, np.cumsum(counts)[:-1]), strict=True):
+            boxes = xyxy[rows].astype(np.float32)
+            if frame.letterbox is None:
+                raise ValueError(f"frame {frame.camera_id}#{frame.seq} reached decode without a letterbox")
+            frame.letterbox.to_original(boxes, frame.width, frame.height)
+            results.append(Detections(boxes, confidence[rows].astype(np.float32), class_id[rows].astype(np.int64)))
+        return results

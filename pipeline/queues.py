@@ -1,0 +1,161 @@
+"""Bounded queues with an explicit policy per edge, and a fan-in reader over several of them.
+
+`block`: the producer waits (in short, stop-checked steps) until there is room; nothing is lost.
+Used for files, where every frame must come out.
+`drop_oldest`: the producer never waits; when full, the oldest data item is dropped and counted,
+so the queue holds the newest frames and latency cannot grow. Used for live cameras.
+
+Control items (EndOfStream) are never dropped: a dropped sentinel would leave the consumer waiting
+for a camera that already ended.
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
+
+from pipeline.frames import EndOfStream
+
+T = TypeVar("T")
+
+# How long one wait lasts before the stop event is checked again.
+POLL_S = 0.05
+
+
+class QueuePolicy(str, enum.Enum):
+    BLOCK = "block"
+    DROP_OLDEST = "drop_oldest"
+
+
+class Stopped(Exception):
+    """The graph's stop event was set while waiting."""
+
+
+class BoundedQueue(Generic[T]):
+    def __init__(
+        self,
+        name: str,
+        maxsize: int,
+        policy: QueuePolicy,
+        *,
+        condition: threading.Condition | None = None,
+        on_drop: Callable[[T], None] | None = None,
+    ) -> None:
+        if maxsize < 1:
+            raise ValueError(f"queue {name!r}: maxsize must be >= 1, got {maxsize}")
+        self.name = name
+        self.maxsize = maxsize
+        self.policy = QueuePolicy(policy)
+        # Queues read by one consumer share its condition so the consumer can wait on all at once.
+        self._cond = condition if condition is not None else threading.Condition()
+        self._items: collections.deque[T] = collections.deque()
+        self._on_drop = on_drop
+        self.dropped = 0
+        self.put_count = 0
+        self.max_depth = 0
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._items)
+
+    @property
+    def condition(self) -> threading.Condition:
+        return self._cond
+
+    def put(self, item: T, stop: threading.Event) -> None:
+        """Adds `item` following the queue's policy. Raises Stopped if `stop` is set while blocked."""
+        dropped: T | None = None
+        with self._cond:
+            if self.policy is QueuePolicy.DROP_OLDEST:
+                if len(self._items) >= self.maxsize:
+                    dropped = self._drop_oldest_data_item()
+            else:
+                while len(self._items) >= self.maxsize:
+                    if stop.is_set():
+                        raise Stopped(f"stopped while waiting to put into queue {self.name!r}")
+                    self._cond.wait(POLL_S)
+            self._items.append(item)
+            self.put_count += 1
+            self.max_depth = max(self.max_depth, len(self._items))
+            self._cond.notify_all()
+        if dropped is not None and self._on_drop is not None:
+            self._on_drop(dropped)
+
+    def _drop_oldest_data_item(self) -> T | None:
+        for index, queued in enumerate(self._items):
+            if not isinstance(queued, EndOfStream):
+                del self._items[index]
+                self.dropped += 1
+                return queued
+        return None  # only sentinels queued: grow by one rather than lose one
+
+    def get(self, timeout: float) -> T:
+        """Removes and returns the oldest item; raises queue.Empty after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not self._items:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise queue.Empty
+                self._cond.wait(remaining)
+            item = self._items.popleft()
+            self._cond.notify_all()
+            return item
+
+    def get_nowait(self) -> T:
+        with self._cond:
+            if not self._items:
+                raise queue.Empty
+            item = self._items.popleft()
+            self._cond.notify_all()
+            return item
+
+    def drain(self) -> list[T]:
+        """Removes everything queued (used on abort to release resources items hold)."""
+        with self._cond:
+            items = list(self._items)
+            self._items.clear()
+            self._cond.notify_all()
+            return items
+
+
+class FanIn(Generic[T]):
+    """Reads from several queues that share one condition, round-robin, so that no input starves
+    another and the reader never waits on an input that has nothing."""
+
+    def __init__(self, queues: Sequence[BoundedQueue[T]]) -> None:
+        if not queues:
+            raise ValueError("FanIn needs at least one queue, got none")
+        cond = queues[0].condition
+        for q in queues:
+            if q.condition is not cond:
+                raise ValueError(f"queue {q.name!r} does not share the fan-in's condition")
+        self._queues = list(queues)
+        self._cond = cond
+        self._next = 0
+
+    @property
+    def queues(self) -> list[BoundedQueue[T]]:
+        return self._queues
+
+    def get(self, timeout: float) -> T:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                count = len(self._queues)
+                for step in range(count):
+                    q = self._queues[(self._next + step) % count]
+                    if q._items:  # noqa: SLF001 - same condition held; avoids re-locking
+                        self._next = (self._next + step + 1) % count
+                        item = q._items.popleft()  # noqa: SLF001
+                        self._cond.notify_all()
+                        return item
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise queue.Empty
+                self._cond.wait(remaining)

@@ -1,0 +1,95 @@
+"""Runs a built graph to the end: signals, drain timeout, progress callback, summary.
+
+Shared by `run`, `detect` and `bench` so they behave the same under SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import FrameType
+
+from pipeline.graph import Graph
+from pipeline.metrics import CameraSummary, StageSummary
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    seconds: float
+    frames_out: int
+    cameras: list[CameraSummary]
+    stages: list[StageSummary]
+    interrupted: bool
+
+    @property
+    def fps(self) -> float:
+        return self.frames_out / self.seconds if self.seconds > 0 else float("nan")
+
+
+def execute(graph: Graph, *, drain_timeout_s: float = 30.0, on_progress: Callable[[int, int | None], None] | None = None,
+            handle_signals: bool = True) -> RunSummary:
+    """Starts the graph and waits for it. The first SIGINT/SIGTERM drains (queued frames finish,
+    files close, exit 0); a second one, or a drain longer than `drain_timeout_s`, stops at once.
+    Raises GraphFailed if a stage failed."""
+    runner = graph.runner
+    interrupted = threading.Event()
+    drain_started: list[float] = []
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        if interrupted.is_set():
+            log.warning("second %s: stopping now", signal.Signals(signum).name)
+            runner.stop()
+            return
+        log.warning("%s: finishing queued frames and closing outputs (send again to stop at once)", signal.Signals(signum).name)
+        interrupted.set()
+        drain_started.append(time.monotonic())
+        runner.drain()
+
+    previous = {}
+    if handle_signals and threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, on_signal)
+
+    metrics = graph.ctx.metrics
+
+    def tick() -> None:
+        if on_progress is not None:
+            on_progress(metrics.frames_out_total(), metrics.total_frames_known())
+        if drain_started and time.monotonic() - drain_started[0] > drain_timeout_s and not graph.ctx.stop.is_set():
+            log.error("drain took longer than %.0f s: stopping", drain_timeout_s)
+            runner.stop()
+
+    start = time.monotonic()
+    try:
+        runner.run(on_tick=tick)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for model in graph.models.values():
+            model.backend.close()
+    seconds = time.monotonic() - start
+    return RunSummary(seconds, metrics.frames_out_total(), metrics.camera_summaries(), metrics.stage_summaries(),
+                      interrupted.is_set())
+
+
+def format_summary(summary: RunSummary) -> str:
+    lines = [
+        f"{summary.frames_out} frames in {summary.seconds:.1f} s ({summary.fps:.2f} fps)"
+        + ("; interrupted, queued frames finished" if summary.interrupted else ""),
+        "",
+        f"{'camera':<16}{'in':>7}{'out':>7}{'drops':>8}{'fps':>8}{'age p50':>10}{'age p99':>10}",
+    ]
+    for c in summary.cameras:
+        drops = sum(c.drops.values())
+        lines.append(f"{c.camera_id:<16}{c.frames_in:>7}{c.frames_out:>7}{drops:>8}{c.fps_out:>8.2f}"
+                     f"{c.age_p50_ms:>8.1f}ms{c.age_p99_ms:>8.1f}ms")
+    lines += ["", f"{'stage':<16}{'items':>7}{'ms/item':>10}{'ms/call':>10}{'age p50':>10}{'age p99':>10}"]
+    for s in summary.stages:
+        ages = f"{s.age_p50_ms:>8.1f}ms{s.age_p99_ms:>8.1f}ms" if s.age_p50_ms == s.age_p50_ms else f"{'-':>10}{'-':>10}"
+        lines.append(f"{s.name:<16}{s.items:>7}{s.mean_ms_per_item:>10.2f}{s.mean_ms_per_call:>10.2f}{ages}")
+    return "\n".join(lines)

@@ -1,0 +1,62 @@
+"""The sink interface and the stage that feeds one sink from its queue."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import time
+from abc import ABC, abstractmethod
+
+from pipeline.frames import EndOfStream, FrameResult
+from pipeline.queues import POLL_S, BoundedQueue, Stopped
+from pipeline.stage import Stage, StageContext
+
+log = logging.getLogger(__name__)
+
+
+class Sink(ABC):
+    name: str
+
+    @abstractmethod
+    def open(self) -> None: ...
+
+    @abstractmethod
+    def write(self, result: FrameResult) -> None: ...
+
+    def end_camera(self, camera_id: str) -> None:
+        """The camera's stream has ended (e.g. finish its file)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Flushes and closes everything; must leave valid files whether the run ended or was stopped."""
+
+
+class SinkStage(Stage):
+    def __init__(self, sink: Sink, inp: BoundedQueue, cameras: list[str]) -> None:
+        super().__init__(f"sink[{sink.name}]")
+        self.sink = sink
+        self.inp = inp
+        self.cameras = set(cameras)
+
+    def run(self, ctx: StageContext) -> None:
+        stats = ctx.metrics.stage("sink")
+        active = set(self.cameras)
+        self.sink.open()
+        try:
+            while active:
+                if ctx.stop.is_set():
+                    raise Stopped
+                try:
+                    item = self.inp.get(POLL_S)
+                except queue.Empty:
+                    continue
+                if isinstance(item, EndOfStream):
+                    active.discard(item.camera_id)
+                    self.sink.end_camera(item.camera_id)
+                    continue
+                t0 = time.perf_counter()
+                stats.ages.add(item.frame.age_ms())
+                self.sink.write(item)
+                stats.add_work(time.perf_counter() - t0, 1)
+        finally:
+            self.sink.close()

@@ -1,0 +1,64 @@
+"""JSON Lines sink: one record per frame, flushed per record so a stopped run leaves whole lines.
+
+Record (documented in the README):
+{"camera": str, "seq": int, "source": str, "capture_ts": float (wall clock, s),
+ "age_ms": float (capture → written), "width": int, "height": int,
+ "detections": [{"class_id": int, "class_name": str, "confidence": float, "box": [x1, y1, x2, y2]}]}
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from pipeline.frames import FrameResult
+from pipeline.sinks.base import Sink
+
+
+def frame_record(result: FrameResult, now_mono: float) -> dict[str, Any]:
+    frame, det = result.frame, result.detections
+    names = result.class_names
+    boxes = det.xyxy.astype(np.float64).round(2).tolist()
+    confidences = det.confidence.astype(np.float64).round(5).tolist()
+    class_ids = det.class_id.tolist()
+    return {
+        "camera": frame.camera_id,
+        "seq": frame.seq,
+        "source": frame.source_name,
+        "capture_ts": round(frame.capture_wall, 6),
+        "age_ms": round((now_mono - frame.capture_mono) * 1000.0, 3),
+        "width": frame.width,
+        "height": frame.height,
+        "detections": [
+            {"class_id": c, "class_name": names.get(c, str(c)), "confidence": s, "box": b}
+            for c, s, b in zip(class_ids, confidences, boxes, strict=True)
+        ],
+    }
+
+
+class JsonlSink(Sink):
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.name = f"jsonl:{self.path.name}"
+        self._file: IO[str] | None = None
+        self.records = 0
+
+    def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = self.path.open("w", encoding="utf-8")
+
+    def write(self, result: FrameResult) -> None:
+        if self._file is None:
+            raise RuntimeError(f"{self.name}: write() before open()")
+        self._file.write(json.dumps(frame_record(result, time.monotonic()), separators=(",", ":")) + "\n")
+        self._file.flush()
+        self.records += 1
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None

@@ -1,0 +1,110 @@
+"""Annotated video sink: boxes, labels and the camera's measured fps, one MP4 per camera.
+
+Draws into a canvas owned by the sink (copied from the frame), so the frame itself stays untouched
+for any other sink; the writer is released on close so the file is valid after SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from pipeline.frames import FrameResult
+from pipeline.sinks.base import Sink
+
+log = logging.getLogger(__name__)
+
+# Distinct BGR colours, picked by class id.
+PALETTE = np.array(
+    [(56, 56, 255), (151, 157, 255), (31, 112, 255), (29, 178, 255), (49, 210, 207), (10, 249, 72),
+     (23, 204, 146), (134, 219, 61), (52, 147, 26), (187, 212, 0), (168, 153, 44), (255, 194, 0),
+     (147, 69, 52), (255, 115, 100), (236, 24, 0), (255, 56, 132), (133, 0, 82), (255, 56, 203),
+     (200, 149, 255), (199, 55, 255)],
+    np.uint8,
+)
+
+
+@dataclass(slots=True)
+class _CameraWriter:
+    writer: cv2.VideoWriter
+    canvas: np.ndarray
+    path: Path
+    last_mono: float | None = None
+    fps: float = 0.0
+
+
+def draw_detections(canvas: np.ndarray, result: FrameResult) -> None:
+    det = result.detections
+    thickness = max(1, round(min(canvas.shape[:2]) / 400))
+    for (x1, y1, x2, y2), conf, cls in zip(det.xyxy.astype(int).tolist(), det.confidence.tolist(), det.class_id.tolist(), strict=True):
+        color = tuple(int(c) for c in PALETTE[cls % len(PALETTE)])
+        cv2.rectangle(canvas, (x1, y1), (x2, y2), color, thickness)
+        label = f"{result.class_names.get(cls, str(cls))} {conf:.2f}"
+        (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
+        top = max(y1 - th - base - 2, 0)
+        cv2.rectangle(canvas, (x1, top), (x1 + tw + 2, top + th + base + 2), color, -1)
+        cv2.putText(canvas, label, (x1 + 1, top + th + 1), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
+
+
+class VideoSink(Sink):
+    def __init__(self, path_template: Path, *, fps: float | None, codec: str = "mp4v", source_fps: Callable[[str], float | None]) -> None:
+        self.path_template = str(path_template)
+        self.name = f"video:{Path(self.path_template).name}"
+        self.fps = fps
+        self.codec = codec
+        self.source_fps = source_fps
+        self._writers: dict[str, _CameraWriter] = {}
+        self.paths: list[Path] = []
+
+    def path_for(self, camera_id: str) -> Path:
+        return Path(self.path_template.replace("{camera}", camera_id))
+
+    def open(self) -> None:
+        pass  # writers open on each camera's first frame, when its size is known
+
+    def _open_camera(self, result: FrameResult) -> _CameraWriter:
+        frame = result.frame
+        path = self.path_for(frame.camera_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fps = self.fps or self.source_fps(frame.camera_id) or 25.0
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*self.codec), fps, (frame.width, frame.height))
+        if not writer.isOpened():
+            raise OSError(f"OpenCV cannot write video {path} with codec {self.codec!r} at {frame.width}x{frame.height}")
+        cam = _CameraWriter(writer, np.empty_like(frame.image), path)
+        self._writers[frame.camera_id] = cam
+        self.paths.append(path)
+        log.info("writing annotated video %s (%dx%d @ %.1f fps)", path, frame.width, frame.height, fps)
+        return cam
+
+    def write(self, result: FrameResult) -> None:
+        frame = result.frame
+        cam = self._writers.get(frame.camera_id) or self._open_camera(result)
+        if frame.image.shape != cam.canvas.shape:
+            raise ValueError(
+                f"camera {frame.camera_id}: frame size changed from {cam.canvas.shape[1]}x{cam.canvas.shape[0]} "
+                f"to {frame.width}x{frame.height}; one video file needs one size"
+            )
+        if cam.last_mono is not None:
+            dt = frame.capture_mono - cam.last_mono
+            if dt > 0:
+                cam.fps = 1.0 / dt if cam.fps == 0 else 0.9 * cam.fps + 0.1 / dt
+        cam.last_mono = frame.capture_mono
+        np.copyto(cam.canvas, frame.image)
+        draw_detections(cam.canvas, result)
+        cv2.putText(cam.canvas, f"{frame.camera_id}  {cam.fps:.1f} fps", (8, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.6,
+                    (0, 255, 255), 2, cv2.LINE_AA)
+        cam.writer.write(cam.canvas)
+
+    def end_camera(self, camera_id: str) -> None:
+        cam = self._writers.pop(camera_id, None)
+        if cam is not None:
+            cam.writer.release()
+
+    def close(self) -> None:
+        for cam in self._writers.values():
+            cam.writer.release()
+        self._writers.clear()

@@ -1,0 +1,120 @@
+"""The source interface and the capture stage that drives any source.
+
+A source only opens, reads and closes. Timing (pacing, stamping), queueing and end-of-stream are the
+capture stage's job, so a new kind of source (RTSP, USB) is one small class.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.frames import EndOfStream, Frame
+from pipeline.queues import POLL_S, BoundedQueue
+from pipeline.stage import Stage, StageContext
+
+log = logging.getLogger(__name__)
+
+
+class SourceError(RuntimeError):
+    """A source cannot be opened or read. The message names the source and what to do."""
+
+
+@dataclass(frozen=True, slots=True)
+class SourceInfo:
+    fps: float | None  # native rate, None when unknown
+    total_frames: int | None  # None for endless or unknown-length sources
+
+
+@dataclass(frozen=True, slots=True)
+class SourceFrame:
+    image: np.ndarray
+    name: str  # file name for image sources, the source's name otherwise
+
+
+class Source(ABC):
+    #: Live sources (cameras, paced files) default to the drop_oldest policy.
+    live: bool = False
+
+    @property
+    @abstractmethod
+    def name(self) -> str: ...
+
+    @abstractmethod
+    def open(self) -> SourceInfo: ...
+
+    @abstractmethod
+    def read(self) -> SourceFrame | None:
+        """The next frame, or None at the end of the stream. Raises SourceError on failure."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+class CaptureStage(Stage):
+    """Reads one source, stamps each frame and puts it on the camera's queue.
+
+    With `realtime`, frames are released at `fps` (default: the source's native rate) as a camera
+    would deliver them; a reader that falls behind does not catch up in a burst."""
+
+    def __init__(self, camera_id: str, source: Source, out: BoundedQueue, *, realtime: bool = False,
+                 fps: float | None = None) -> None:
+        super().__init__(f"capture[{camera_id}]")
+        self.camera_id = camera_id
+        self.source = source
+        self.out = out
+        self.realtime = realtime
+        self.fps = fps
+
+    def run(self, ctx: StageContext) -> None:
+        cam = ctx.metrics.camera(self.camera_id)
+        stage = ctx.metrics.stage("capture")
+        info = self.source.open()
+        cam.total_frames = info.total_frames
+        cam.source_fps = self.fps or info.fps
+        period = 1.0 / (self.fps or info.fps or 25.0) if self.realtime else 0.0
+        next_due = time.monotonic()
+        seq = 0
+        try:
+            while not ctx.drain.is_set():
+                if period:
+                    if not _sleep_until(next_due, ctx):
+                        break
+                    next_due = max(next_due + period, time.monotonic() - period)
+                t0 = time.perf_counter()
+                got = self.source.read()
+                if got is None:
+                    break
+                now_mono = time.monotonic()
+                frame = Frame(
+                    camera_id=self.camera_id,
+                    seq=seq,
+                    image=got.image,
+                    capture_mono=now_mono,
+                    capture_wall=time.time(),
+                    source_name=got.name,
+                )
+                if cam.first_in_mono is None:
+                    cam.first_in_mono = now_mono
+                cam.frames_in += 1
+                stage.add_work(time.perf_counter() - t0, 1)
+                self.out.put(frame, ctx.stop)
+                seq += 1
+        finally:
+            self.source.close()
+        log.info("camera %s: end of stream after %d frames", self.camera_id, seq)
+        self.out.put(EndOfStream(self.camera_id), ctx.stop)
+
+
+def _sleep_until(deadline: float, ctx: StageContext) -> bool:
+    """Sleeps until `deadline` (monotonic); False if the graph is draining or stopping first."""
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return True
+        if ctx.drain.wait(min(remaining, POLL_S)):
+            return False

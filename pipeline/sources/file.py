@@ -1,0 +1,64 @@
+"""Video file source (OpenCV/FFmpeg decoding), optionally looped."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import cv2
+
+from pipeline.sources.base import Source, SourceError, SourceFrame, SourceInfo
+
+log = logging.getLogger(__name__)
+
+
+class VideoFileSource(Source):
+    def __init__(self, path: Path, *, loop: bool = False, live: bool = False, max_frames: int | None = None) -> None:
+        self.path = Path(path)
+        self.loop = loop
+        self.live = live
+        self.max_frames = max_frames
+        self._frames_total = 0
+        self._cap: cv2.VideoCapture | None = None
+        self._frames_read = 0
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def open(self) -> SourceInfo:
+        if not self.path.is_file():
+            raise SourceError(f"video file not found: {self.path} (check the camera's source path)")
+        cap = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG)
+        if not cap.isOpened():
+            raise SourceError(f"OpenCV/FFmpeg cannot open video {self.path}: not a video or unsupported codec")
+        self._cap = cap
+        fps = cap.get(cv2.CAP_PROP_FPS)
+        count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        total = None if self.loop or count <= 0 else count
+        if self.max_frames is not None:
+            total = min(total, self.max_frames) if total is not None else self.max_frames
+        self._frames_total = 0
+        return SourceInfo(fps=fps if fps > 0 else None, total_frames=total)
+
+    def read(self) -> SourceFrame | None:
+        if self._cap is None:
+            raise SourceError(f"video {self.path} read before open()")
+        if self.max_frames is not None and self._frames_total >= self.max_frames:
+            return None
+        ok, image = self._cap.read()
+        if not ok and self.loop and self._frames_read > 0:
+            log.debug("looping %s after %d frames", self.path, self._frames_read)
+            self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            self._frames_read = 0
+            ok, image = self._cap.read()
+        if not ok:
+            return None
+        self._frames_read += 1
+        self._frames_total += 1
+        return SourceFrame(image, self.path.name)
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None

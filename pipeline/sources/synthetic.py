@@ -1,0 +1,44 @@
+"""Synthetic source: moving filled rectangles on a grey background, at a given size and rate.
+
+For tests and benchmarks that need a camera with known timing and no decoder in the way."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.sources.base import Source, SourceFrame, SourceInfo
+
+
+class SyntheticSource(Source):
+    def __init__(self, width: int, height: int, *, frames: int | None, fps: float, live: bool, name: str = "synthetic") -> None:
+        self.width = width
+        self.height = height
+        self.frames = frames
+        self.fps = fps
+        self.live = live
+        self._name = name
+        self._index = 0
+        self._background = np.full((height, width, 3), 90, np.uint8)
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def open(self) -> SourceInfo:
+        self._index = 0
+        return SourceInfo(fps=self.fps, total_frames=self.frames)
+
+    def read(self) -> SourceFrame | None:
+        if self.frames is not None and self._index >= self.frames:
+            return None
+        image = self._background.copy()
+        size = max(8, min(self.width, self.height) // 6)
+        span = max(1, self.width - size)
+        x = (self._index * 7) % span
+        y = (self.height - size) // 2
+        image[y : y + size, x : x + size] = (40, 160, 230)
+        self._index += 1
+        return SourceFrame(image, self._name)
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,154 @@
+"""Stage base class and the graph runner: one thread per stage, one stop event, errors kept.
+
+Two ways to end a run:
+- *drain* (end of files, SIGINT/SIGTERM): sources stop reading and send EndOfStream; every queued
+  frame still flows through, sinks close their files, threads return.
+- *stop* (an error anywhere, or a second signal): every stage returns at its next stop check
+  (at most POLL_S later, plus the item it is working on). The first error is kept and re-raised by
+  `GraphRunner.wait()` as the cause of GraphFailed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from pipeline.metrics import Metrics
+from pipeline.queues import Stopped
+
+log = logging.getLogger(__name__)
+
+# How long stages get to return once the graph is stopped before we report them as stuck.
+STOP_DEADLINE_S = 2.0
+
+
+@dataclass(slots=True)
+class StageContext:
+    stop: threading.Event = field(default_factory=threading.Event)
+    drain: threading.Event = field(default_factory=threading.Event)
+    metrics: Metrics = field(default_factory=Metrics)
+
+
+class Stage(ABC):
+    """One thread of the graph. `run` returns when its inputs have ended or `ctx.stop` is set;
+    it raises on failure (the runner catches, records and stops the graph)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @abstractmethod
+    def run(self, ctx: StageContext) -> None: ...
+
+    def abort(self) -> None:
+        """Called by the runner after all threads exit on a stopped graph: release what the stage
+        holds (open files are closed by the stage itself in `finally`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StageError:
+    stage: str
+    error: BaseException
+    traceback: str
+
+
+class GraphFailed(RuntimeError):
+    """A stage raised; `__cause__` is the original exception."""
+
+    def __init__(self, stage: str, error: BaseException) -> None:
+        super().__init__(f"stage {stage!r} failed: {type(error).__name__}: {error}")
+        self.stage = stage
+        self.error = error
+
+
+class GraphRunner:
+    def __init__(self, stages: Sequence[Stage], ctx: StageContext | None = None) -> None:
+        names = [s.name for s in stages]
+        duplicates = {n for n in names if names.count(n) > 1}
+        if duplicates:
+            raise ValueError(f"stage names must be unique, got duplicates {sorted(duplicates)}")
+        self.stages = list(stages)
+        self.ctx = ctx or StageContext()
+        self.errors: list[StageError] = []
+        self._errors_lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._stop_requested_at: float | None = None
+
+    def start(self) -> None:
+        if self._threads:
+            raise RuntimeError("GraphRunner.start() called twice")
+        for stage in self.stages:
+            # daemon: a stage stuck in a native call past the deadline must not keep the process
+            # alive after run() has reported it.
+            t = threading.Thread(target=self._thread_main, args=(stage,), name=stage.name, daemon=True)
+            self._threads.append(t)
+        for t in self._threads:
+            t.start()
+
+    def _thread_main(self, stage: Stage) -> None:
+        try:
+            stage.run(self.ctx)
+        except Stopped:
+            pass  # the graph is stopping; the reason is recorded elsewhere
+        except BaseException as exc:  # noqa: BLE001 - kept and re-raised by wait()
+            with self._errors_lock:
+                self.errors.append(StageError(stage.name, exc, traceback.format_exc()))
+            log.error("stage %s failed: %s: %s", stage.name, type(exc).__name__, exc)
+            self.stop()
+
+    def drain(self) -> None:
+        """Graceful end: sources stop, queued frames flow out, files close."""
+        if not self.ctx.drain.is_set():
+            log.info("draining: sources stop reading, queued frames finish")
+        self.ctx.drain.set()
+
+    def stop(self) -> None:
+        """Immediate end: every stage returns at its next check."""
+        if self._stop_requested_at is None:
+            self._stop_requested_at = time.monotonic()
+        self.ctx.drain.set()
+        self.ctx.stop.set()
+
+    def alive(self) -> list[str]:
+        return [t.name for t in self._threads if t.is_alive()]
+
+    def wait(self, timeout: float | None = None, on_tick: Callable[[], None] | None = None) -> bool:
+        """Waits for all stage threads. Returns True when all have exited, False on `timeout`.
+        Raises GraphFailed (from the first stage error) once the threads are down."""
+        start = time.monotonic()
+        while True:
+            for t in self._threads:
+                t.join(0.1)
+                if on_tick is not None:
+                    on_tick()
+            alive = self.alive()
+            if not alive:
+                break
+            if self.ctx.stop.is_set() and self._stop_requested_at is None:
+                self._stop_requested_at = time.monotonic()
+            if self._stop_requested_at is not None and time.monotonic() - self._stop_requested_at > STOP_DEADLINE_S:
+                log.error("stages still running %.1fs after stop: %s", STOP_DEADLINE_S, ", ".join(alive))
+                break
+            if timeout is not None and time.monotonic() - start > timeout:
+                return False
+        if self.ctx.stop.is_set():
+            for stage in self.stages:
+                stage.abort()
+        if self.errors:
+            first = self.errors[0]
+            raise GraphFailed(first.stage, first.error) from first.error
+        return True
+
+    def run(self, on_tick: Callable[[], None] | None = None) -> None:
+        """start() then wait(); on KeyboardInterrupt or any exit path, stops the graph first."""
+        self.start()
+        try:
+            self.wait(on_tick=on_tick)
+        finally:
+            if self.alive():
+                self.stop()
+                self.wait()
