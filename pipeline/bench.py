@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 import tempfile
 import threading
 import time
@@ -20,12 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
-import numpy as np
 
 from pipeline.config import LoadedConfig, VigilConfig
 from pipeline.frames import Frame
 from pipeline.graph import LoadedModel, build_graph, load_models
-from pipeline.preprocess import SlotRing, letterbox_into
+from pipeline.preprocess import LetterboxScratch, SlotRing, letterbox_into
 from pipeline.runner import RunSummary, execute, format_summary
 from pipeline.sinks.jsonl import frame_record
 from pipeline.frames import FrameResult
@@ -37,18 +37,28 @@ class BenchResult:
     video: Path
     frames: int
     batch: int
-    raw_fps_runs: tuple[float, float]
-    pipeline_fps: float
+    raw_fps_runs: tuple[float, ...]  # rounds + 1 runs, bracketing the pipeline runs
+    pipeline_fps_runs: tuple[float, ...]
     sequential_fps: float | None
-    pipeline: RunSummary
+    pipeline: RunSummary  # the last pipeline run
 
     @property
     def raw_fps(self) -> float:
-        return sum(self.raw_fps_runs) / len(self.raw_fps_runs)
+        return statistics.fmean(self.raw_fps_runs)
+
+    @property
+    def pipeline_fps(self) -> float:
+        return statistics.fmean(self.pipeline_fps_runs)
 
     @property
     def ratio(self) -> float:
         return self.pipeline_fps / self.raw_fps
+
+    @property
+    def round_ratios(self) -> list[float]:
+        """Each pipeline run against the mean of the raw runs just before and after it."""
+        r = self.raw_fps_runs
+        return [p / ((r[i] + r[i + 1]) / 2) for i, p in enumerate(self.pipeline_fps_runs)]
 
 
 def _video_frame_count(video: Path) -> int:
@@ -65,13 +75,13 @@ def _raw_fps(model: LoadedModel, video: Path, frames: int) -> float:
     ring = SlotRing.allocate(2, model.batch, {info.input.name: (info.input.shape, info.input.dtype)},
                              {o.name: (o.shape, o.dtype) for o in info.outputs})
     slot = ring.acquire(threading.Event())
-    canvas = np.empty((*info.input_hw, 3), np.uint8)
+    scratch = LetterboxScratch(*info.input_hw)
     cap = cv2.VideoCapture(str(video))
     for row in range(model.batch):
         ok, image = cap.read()
         if not ok:
             raise RuntimeError(f"cannot read {model.batch} frames from {video} for the raw benchmark")
-        letterbox_into(image, slot.inputs[info.input.name][row], canvas)
+        letterbox_into(image, slot.inputs[info.input.name][row], scratch)
     cap.release()
     calls = math.ceil(frames / model.batch)
     model.backend.infer(slot, model.batch)  # warm
@@ -87,7 +97,7 @@ def _sequential_fps(model: LoadedModel, video: Path, frames: int, out: Path) -> 
     ring = SlotRing.allocate(2, 1, {info.input.name: (info.input.shape, info.input.dtype)},
                              {o.name: (o.shape, o.dtype) for o in info.outputs})
     slot = ring.acquire(threading.Event())
-    canvas = np.empty((*info.input_hw, 3), np.uint8)
+    scratch = LetterboxScratch(*info.input_hw)
     cap = cv2.VideoCapture(str(video))
     done = 0
     t0 = time.perf_counter()
@@ -97,7 +107,7 @@ def _sequential_fps(model: LoadedModel, video: Path, frames: int, out: Path) -> 
             if not ok:
                 break
             frame = Frame("cam0", done, image, time.monotonic(), time.time(), video.name)
-            frame.letterbox = letterbox_into(image, slot.inputs[info.input.name][0], canvas)
+            frame.letterbox, _ = letterbox_into(image, slot.inputs[info.input.name][0], scratch)
             model.backend.infer(slot, 1)
             dets = model.decoder.decode(slot.outputs[info.outputs[0].name], [frame])[0]
             f.write(json.dumps(frame_record(FrameResult(frame, dets, info.class_names), time.monotonic())) + "\n")
@@ -107,7 +117,9 @@ def _sequential_fps(model: LoadedModel, video: Path, frames: int, out: Path) -> 
 
 
 def run_bench(model_path: Path, video: Path, *, frames: int = 0, batch: int = 1, threads: int | None = None,
-              sequential: bool = True) -> BenchResult:
+              rounds: int = 2, sequential: bool = True) -> BenchResult:
+    """Alternates raw and pipeline runs (raw, pipe, raw, pipe, ..., raw) so that a machine whose
+    speed drifts during the benchmark affects both sides alike."""
     frames = frames or _video_frame_count(video)
     with tempfile.TemporaryDirectory(prefix="vigil-bench-") as tmp:
         data = {
@@ -119,21 +131,25 @@ def run_bench(model_path: Path, video: Path, *, frames: int = 0, batch: int = 1,
         loaded = LoadedConfig(VigilConfig.model_validate(data, context={"base_dir": Path.cwd()}), "<bench>", {})
         models = load_models(loaded, intra_op_threads=threads)
         model = models["model"]
-        raw_first = _raw_fps(model, video, frames)
-        graph = build_graph(loaded, models)
-        summary = execute(graph, handle_signals=False)
-        pipeline_fps = summary.fps
+        raw_runs = [_raw_fps(model, video, frames)]
+        pipe_runs = []
+        summary = None
+        for _ in range(rounds):
+            summary = execute(build_graph(loaded, models), handle_signals=False, close_backends=False)
+            pipe_runs.append(summary.fps)
+            raw_runs.append(_raw_fps(model, video, frames))
         seq = _sequential_fps(model, video, frames, Path(tmp) / "sequential.jsonl") if sequential else None
-        raw_second = _raw_fps(model, video, frames)
         model.backend.close()
-    return BenchResult(Path(model_path), video, summary.frames_out, batch, (raw_first, raw_second), pipeline_fps, seq, summary)
+    assert summary is not None  # noqa: S101 - rounds >= 1 is checked by the CLI
+    return BenchResult(Path(model_path), video, summary.frames_out, batch, tuple(raw_runs), tuple(pipe_runs), seq, summary)
 
 
 def format_bench(r: BenchResult) -> str:
     lines = [
         f"model {r.model.name}, video {r.video.name}, {r.frames} frames, batch {r.batch}",
-        f"raw backend (pre-made tensors): {r.raw_fps_runs[0]:.2f} fps before, {r.raw_fps_runs[1]:.2f} fps after",
-        f"pipeline (threaded):            {r.pipeline_fps:.2f} fps = {r.ratio:.3f} x raw",
+        f"raw backend (pre-made tensors): {r.raw_fps:.2f} fps  (runs: {', '.join(f'{x:.2f}' for x in r.raw_fps_runs)})",
+        f"pipeline (threaded):            {r.pipeline_fps:.2f} fps  (runs: {', '.join(f'{x:.2f}' for x in r.pipeline_fps_runs)})"
+        f" = {r.ratio:.3f} x raw (per round: {', '.join(f'{x:.3f}' for x in r.round_ratios)})",
     ]
     if r.sequential_fps is not None:
         lines.append(f"sequential loop (naive):        {r.sequential_fps:.2f} fps = {r.sequential_fps / r.raw_fps:.3f} x raw")

@@ -29,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] not in COMMANDS and not argv[0].startswith("-"):
         argv.insert(0, "run")
     args = _parser().parse_args(argv)
+    # validate keeps stderr for its `file:line: key: message` lines unless asked for more.
+    if args.log_level is None:
+        args.log_level = "warning" if args.command == "validate" else "info"
     logging.basicConfig(level=getattr(logging, args.log_level.upper()), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
                         stream=sys.stderr)
     try:
@@ -50,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="run.py", description="Vigil: streaming video analytics")
-    p.add_argument("--log-level", default=os.environ.get("VIGIL_LOG_LEVEL", "info"),
+    p.add_argument("--log-level", default=os.environ.get("VIGIL_LOG_LEVEL"),
                    choices=["debug", "info", "warning", "error"])
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -82,6 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--frames", type=int, default=0, help="frames to run (default: the whole video)")
     bench.add_argument("--batch", type=int, default=1)
     bench.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: all cores)")
+    bench.add_argument("--rounds", type=int, default=2, help="pipeline runs, each bracketed by raw runs (default 2)")
     bench.add_argument("--no-sequential", action="store_true", help="skip the naive sequential-loop baseline")
     bench.set_defaults(func=cmd_bench)
     return p
@@ -184,9 +188,11 @@ def cmd_detect(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from pipeline.bench import format_bench, run_bench
 
+    if args.rounds < 1:
+        raise ConfigError([_arg_issue("--rounds", f"must be at least 1, got {args.rounds}")])
     if not args.video.is_file():
         raise ConfigError([_arg_issue("--video", f"video file not found: {args.video}")])
     result = run_bench(args.model or default_model(), args.video, frames=args.frames, batch=args.batch,
-                       threads=args.threads, sequential=not args.no_sequential)
+                       threads=args.threads, rounds=args.rounds, sequential=not args.no_sequential)
     print(format_bench(result))
     return 0

@@ -402,8 +402,8 @@ def _data_path(data: Any, loc: tuple[Any, ...]) -> tuple[Any, ...]:
     return tuple(path)
 
 
-def _model_at(data: Any, path: tuple[Any, ...]) -> type[BaseModel] | None:
-    """The pydantic model class that validates the mapping at `path` (union members picked by `type`)."""
+def _annotation_at(data: Any, path: tuple[Any, ...]) -> Any:
+    """The type annotation that validates the value at `path` (union members picked by `type`)."""
     ann: Any = VigilConfig
     node = data
     for part in path:
@@ -417,8 +417,32 @@ def _model_at(data: Any, path: tuple[Any, ...]) -> type[BaseModel] | None:
         else:
             return None
         node = node[part] if isinstance(node, (dict, list)) and _has(node, part) else None
-    ann = _unwrap(ann, node)
+    return ann
+
+
+def _model_at(data: Any, path: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The pydantic model class that validates the mapping at `path`."""
+    ann = _unwrap(_annotation_at(data, path), _value_at(data, path))
     return ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+
+
+def _union_tags(data: Any, path: tuple[Any, ...]) -> list[str]:
+    """The `type:` values a discriminated union at `path` accepts, in declaration order."""
+    ann = _annotation_at(data, path)
+    while typing.get_origin(ann) is Annotated:
+        ann = typing.get_args(ann)[0]
+    tags = []
+    for member in typing.get_args(ann):
+        if isinstance(member, type) and issubclass(member, BaseModel) and "type" in member.model_fields:
+            tags.extend(str(t) for t in typing.get_args(member.model_fields["type"].annotation))
+    return tags
+
+
+def _value_at(data: Any, path: tuple[Any, ...]) -> Any:
+    node = data
+    for part in path:
+        node = node[part] if isinstance(node, (dict, list)) and _has(node, part) else None
+    return node
 
 
 def _has(node: Any, part: Any) -> bool:
@@ -465,14 +489,13 @@ def _issue_from_pydantic(file: str, lines: dict[tuple[Any, ...], int], data: Any
         key = str(path[-1])
         hint = _did_you_mean(key, allowed)
         message = f"unknown key{hint}" + ("" if hint or not allowed else f"; expected one of: {', '.join(allowed)}")
+    elif kind == "missing" and path and isinstance(path[-1], int):
+        path = path[:-1]  # a fixed-length list (e.g. input_size) is one short
+        message = f"too few items: expected {path[-1] if path else 'more'} with more entries, got {_show(_value_at(data, path))}"
     elif kind == "missing":
         message = "required key is missing"
-        model = _model_at(data, path[:-1])
-        if model is not None and isinstance(path[-1], str) and path[-1] in model.model_fields:
-            desc = model.model_fields[path[-1]].description
-            message += f" ({desc})" if desc else ""
     elif kind in ("union_tag_invalid", "union_tag_not_found"):
-        expected = [t.strip(" '") for t in str(ctx.get("expected_tags", "")).split(",") if t.strip()]
+        expected = _union_tags(data, path)
         if kind == "union_tag_not_found":
             message = f"missing 'type': expected one of {', '.join(expected)}"
         else:

@@ -17,7 +17,7 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -40,30 +40,54 @@ def letterbox_geometry(src_w: int, src_h: int, dst_w: int, dst_h: int) -> tuple[
     return lb, new_w, new_h
 
 
-def letterbox_into(image: np.ndarray, dst: np.ndarray, canvas: np.ndarray) -> Letterbox:
-    """Letterboxes BGR uint8 `image` into `dst` (3, H, W) as RGB float in 0..1.
+class LetterboxScratch:
+    """Reusable buffers for letterbox_into, sized for one model input (never reallocated)."""
 
-    `canvas` is an (H, W, 3) uint8 scratch buffer the caller owns; the resize writes straight into
-    its centre, so the only full-size passes are the fill, the resize and one convert."""
+    def __init__(self, height: int, width: int) -> None:
+        self.height = height
+        self.width = width
+        self._resized = np.empty(height * width * 3, np.uint8)
+        self._planes = np.empty(height * width * 3, np.uint8)
+
+    def resized(self, h: int, w: int) -> np.ndarray:
+        return self._resized[: h * w * 3].reshape(h, w, 3)
+
+    def planes(self, h: int, w: int) -> list[np.ndarray]:
+        n = h * w
+        return [self._planes[i * n : (i + 1) * n].reshape(h, w) for i in range(3)]
+
+
+Rect = tuple[int, int, int, int]  # x, y, w, h of the image inside the model input
+
+
+def letterbox_into(image: np.ndarray, dst: np.ndarray, scratch: LetterboxScratch, *,
+                   pad_ready: Rect | None = None) -> tuple[Letterbox, Rect]:
+    """Letterboxes BGR uint8 `image` into `dst` (3, H, W) float32 as RGB in 0..1.
+
+    Returns the transform and the rectangle the image occupies. The padding is written only when
+    `pad_ready` (the rectangle this `dst` held last time) differs, so a camera whose frames keep
+    one size pays for converting its image area alone."""
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"image must be HxWx3 uint8 BGR, got shape {image.shape} dtype {image.dtype}")
     dst_h, dst_w = dst.shape[1], dst.shape[2]
-    if canvas.shape != (dst_h, dst_w, 3):
-        raise ValueError(f"canvas must have shape {(dst_h, dst_w, 3)}, got {canvas.shape}")
+    if (scratch.height, scratch.width) != (dst_h, dst_w):
+        raise ValueError(f"scratch is for {scratch.height}x{scratch.width} inputs, dst is {dst_h}x{dst_w}")
     src_h, src_w = image.shape[:2]
     lb, new_w, new_h = letterbox_geometry(src_w, src_h, dst_w, dst_h)
-    if (new_w, new_h) == (dst_w, dst_h):
-        np.copyto(canvas, image)
+    rect = (lb.pad_x, lb.pad_y, new_w, new_h)
+    if rect != pad_ready:
+        dst.fill(np.float32(PAD_VALUE) / np.float32(255.0))
+    if (new_w, new_h) == (src_w, src_h):
+        resized = np.ascontiguousarray(image)
     else:
-        canvas.fill(PAD_VALUE)
-        roi = canvas[lb.pad_y : lb.pad_y + new_h, lb.pad_x : lb.pad_x + new_w]
-        if (new_w, new_h) == (src_w, src_h):
-            np.copyto(roi, image)
-        else:
-            cv2.resize(image, (new_w, new_h), dst=roi, interpolation=cv2.INTER_LINEAR)
-    # BGR→RGB, HWC→CHW and /255 in one pass (a strided view, no temporary).
-    np.divide(canvas[:, :, ::-1].transpose(2, 0, 1), np.float32(255.0), out=dst, casting="unsafe")
-    return lb
+        resized = cv2.resize(image, (new_w, new_h), dst=scratch.resized(new_h, new_w), interpolation=cv2.INTER_LINEAR)
+    # Split into contiguous planes, then BGR→RGB + /255 per plane: ~3x faster than one strided pass.
+    planes = scratch.planes(new_h, new_w)
+    cv2.split(resized, planes)
+    roi = dst[:, lb.pad_y : lb.pad_y + new_h, lb.pad_x : lb.pad_x + new_w]
+    for channel in range(3):
+        np.divide(planes[2 - channel], np.float32(255.0), out=roi[channel], casting="unsafe")
+    return lb, rect
 
 
 @dataclass(eq=False, slots=True)
@@ -73,6 +97,8 @@ class Slot:
     index: int
     inputs: dict[str, np.ndarray]
     outputs: dict[str, np.ndarray]
+    # Where each input row's image sat last time (its padding is already written around it).
+    row_rects: list[Rect | None] = field(default_factory=list)
 
 
 class SlotRing:
@@ -96,6 +122,7 @@ class SlotRing:
                 index=i,
                 inputs={name: np.zeros((batch, *shape), dtype) for name, (shape, dtype) in input_specs.items()},
                 outputs={name: np.zeros((batch, *shape), dtype) for name, (shape, dtype) in output_specs.items()},
+                row_rects=[None] * batch,
             )
             for i in range(count)
         ]
@@ -143,7 +170,7 @@ class PreprocessStage(Stage):
         self.max_wait_s = max_wait_s
         self.cameras = set(cameras)
         h, w = ring.slots[0].inputs[input_name].shape[2:4]
-        self._canvas = np.empty((h, w, 3), np.uint8)
+        self._scratch = LetterboxScratch(h, w)
 
     def run(self, ctx: StageContext) -> None:
         stats = ctx.metrics.stage("preprocess")
@@ -176,7 +203,10 @@ class PreprocessStage(Stage):
                 slot = self.ring.acquire(ctx.stop)
                 first_at = time.monotonic()
             t0 = time.perf_counter()
-            item.letterbox = letterbox_into(item.image, slot.inputs[self.input_name][len(frames)], self._canvas)
+            row = len(frames)
+            item.letterbox, slot.row_rects[row] = letterbox_into(
+                item.image, slot.inputs[self.input_name][row], self._scratch, pad_ready=slot.row_rects[row]
+            )
             stats.add_work(time.perf_counter() - t0, 1)
             frames.append(item)
             if len(frames) == self.batch:

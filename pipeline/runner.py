@@ -32,7 +32,7 @@ class RunSummary:
 
 
 def execute(graph: Graph, *, drain_timeout_s: float = 30.0, on_progress: Callable[[int, int | None], None] | None = None,
-            handle_signals: bool = True) -> RunSummary:
+            handle_signals: bool = True, close_backends: bool = True) -> RunSummary:
     """Starts the graph and waits for it. The first SIGINT/SIGTERM drains (queued frames finish,
     files close, exit 0); a second one, or a drain longer than `drain_timeout_s`, stops at once.
     Raises GraphFailed if a stage failed."""
@@ -70,8 +70,9 @@ def execute(graph: Graph, *, drain_timeout_s: float = 30.0, on_progress: Callabl
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        for model in graph.models.values():
-            model.backend.close()
+        if close_backends:
+            for model in graph.models.values():
+                model.backend.close()
     seconds = time.monotonic() - start
     return RunSummary(seconds, metrics.frames_out_total(), metrics.camera_summaries(), metrics.stage_summaries(),
                       interrupted.is_set())

@@ -102,7 +102,7 @@ class YoloDecoder:
         half = cxcywh[:, 2:] / 2
         xyxy[:, :2] = cxcywh[:, :2] - half
         xyxy[:, 2:] = cxcywh[:, :2] + half
-        keep = nms(xyxy, confidence, b * (self.num_classes + 1) + class_id, p.iou)
+        keep = nms(xyxy, confidence, b * self.num_classes + class_id, p.iou)
         # Group the kept boxes by image (score order kept within an image) and cap each at max_det.
         image_of = b[keep]
         keep = keep[np.argsort(image_of, kind="stable")]

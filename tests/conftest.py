@@ -1,0 +1,54 @@
+"""Shared fixtures: the real model and media from VIGIL_SHARED (default ../shared)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from pipeline.paths import shared_dir  # noqa: E402
+
+SHARED = shared_dir()
+MODEL = SHARED / "models" / "yolov8n.onnx"
+MEDIA = SHARED / "media"
+
+
+def _need(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"missing {path}: set VIGIL_SHARED to the folder holding models/ and media/")
+    return path
+
+
+@pytest.fixture(scope="session")
+def model_path() -> Path:
+    return _need(MODEL)
+
+
+@pytest.fixture(scope="session")
+def media() -> Path:
+    return _need(MEDIA)
+
+
+@pytest.fixture(scope="session")
+def ort_backend(model_path: Path):
+    """One real ONNX Runtime session for the whole test session (loading costs ~0.3 s)."""
+    from pipeline.backends.onnxruntime import OnnxRuntimeBackend
+
+    backend = OnnxRuntimeBackend(model_path)
+    yield backend
+    backend.close()
+
+
+def run_cli(*args: str, timeout: float = 120, env: dict[str, str] | None = None):
+    """Runs `python run.py ARGS` as a user would; returns the CompletedProcess."""
+    import os
+    import subprocess
+
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, str(REPO / "run.py"), *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout, env=full_env)
