@@ -99,6 +99,9 @@ class Slot:
     outputs: dict[str, np.ndarray]
     # Where each input row's image sat last time (its padding is already written around it).
     row_rects: list[Rect | None] = field(default_factory=list)
+    # Objects a backend binds to this slot's buffers (e.g. ONNX Runtime IOBindings), so that they
+    # live and die with the buffers they point into.
+    bindings: dict[tuple[object, int], object] = field(default_factory=dict)
 
 
 class SlotRing:

@@ -45,7 +45,8 @@ class OnnxRuntimeBackend:
         except Exception as exc:  # ORT raises its own untyped errors: give them a path and a hint
             raise ModelLoadError(f"ONNX Runtime cannot load {self.path}: {exc}") from exc
         self.info = self._read_info(input_size, class_names)
-        self._bindings: dict[tuple[int, int], ort.IOBinding] = {}
+        # Keys this backend's bindings on a slot; an object (not id(self)) can never be reused.
+        self._binding_key = object()
         log.info(
             "loaded %s on %s: input %s %s, outputs %s, batch %s, %d classes",
             self.path.name,
@@ -109,23 +110,26 @@ class OnnxRuntimeBackend:
         return tuple(specs)
 
     def infer(self, slot: Slot, n: int) -> None:
-        binding = self._bindings.get((slot.index, n))
+        binding = slot.bindings.get((self._binding_key, n))
         if binding is None:
             binding = self._bind(slot, n)
-        self.session.run_with_iobinding(binding)
+        self.session.run_with_iobinding(binding)  # type: ignore[arg-type]
 
     def _bind(self, slot: Slot, n: int) -> ort.IOBinding:
+        if not 1 <= n <= slot.inputs[self.info.input.name].shape[0]:
+            raise ValueError(f"batch of {n} does not fit slot {slot.index} of {slot.inputs[self.info.input.name].shape[0]} rows")
         binding = self.session.io_binding()
         x = slot.inputs[self.info.input.name][:n]
         binding.bind_input(self.info.input.name, "cpu", 0, x.dtype, list(x.shape), x.ctypes.data)
         for spec in self.info.outputs:
             y = slot.outputs[spec.name][:n]
             binding.bind_output(spec.name, "cpu", 0, y.dtype, list(y.shape), y.ctypes.data)
-        self._bindings[(slot.index, n)] = binding
+        # Kept on the slot: the binding holds raw pointers into the slot's arrays.
+        slot.bindings[(self._binding_key, n)] = binding
         return binding
 
     def close(self) -> None:
-        self._bindings.clear()
+        """Nothing to free explicitly: bindings live on the slots, the session with this object."""
 
 
 def _providers(device: Literal["auto", "cpu", "cuda"]) -> list[str]:

@@ -1,0 +1,59 @@
+import json
+
+import cv2
+import numpy as np
+
+from pipeline.frames import Detections, Frame, FrameResult
+from pipeline.sinks.jsonl import JsonlSink
+from pipeline.sinks.video import VideoSink
+
+
+def result(seq, w=320, h=240):
+    image = np.full((h, w, 3), 80, np.uint8)
+    frame = Frame("cam", seq, image, 0.0, 1_700_000_000.5, "src.mp4")
+    det = Detections(np.array([[10.123, 20.456, 100.0, 200.0]], np.float32), np.array([0.87654321], np.float32),
+                     np.array([0], np.int64))
+    return FrameResult(frame, det, {0: "person"})
+
+
+def test_jsonl_record_schema(tmp_path):
+    sink = JsonlSink(tmp_path / "a" / "out.jsonl")
+    sink.open()
+    sink.write(result(0))
+    sink.write(result(1))
+    sink.close()
+    lines = (tmp_path / "a" / "out.jsonl").read_text().splitlines()
+    r = json.loads(lines[1])
+    assert r["camera"] == "cam" and r["seq"] == 1 and r["source"] == "src.mp4"
+    assert r["capture_ts"] == 1_700_000_000.5 and r["age_ms"] >= 0
+    assert (r["width"], r["height"]) == (320, 240)
+    assert r["detections"] == [{"class_id": 0, "class_name": "person", "confidence": 0.87654, "box": [10.12, 20.46, 100.0, 200.0]}]
+
+
+def test_detections_validate_their_shapes():
+    import pytest
+
+    with pytest.raises(ValueError, match=r"xyxy must be a 2D array of shape \(N, 4\), got \(3,\)"):
+        Detections(np.zeros(3, np.float32), np.zeros(1, np.float32), np.zeros(1, np.int64))
+    with pytest.raises(ValueError, match=r"confidence must have shape \(1,\), got \(2,\)"):
+        Detections(np.zeros((1, 4), np.float32), np.zeros(2, np.float32), np.zeros(1, np.int64))
+
+
+def test_video_sink_writes_one_file_per_camera_and_leaves_frames_untouched(tmp_path):
+    sink = VideoSink(tmp_path / "{camera}.mp4", fps=10, source_fps=lambda cid: None)
+    sink.open()
+    results = [result(i) for i in range(5)]
+    for r in results:
+        sink.write(r)
+    sink.close()
+    assert all((r.frame.image == 80).all() for r in results), "drawing happens on the sink's own canvas"
+    cap = cv2.VideoCapture(str(tmp_path / "cam.mp4"))
+    frames = []
+    while True:
+        ok, image = cap.read()
+        if not ok:
+            break
+        frames.append(image)
+    assert len(frames) == 5 and frames[0].shape == (240, 320, 3)
+    assert cap.get(cv2.CAP_PROP_FPS) == 10
+    assert np.abs(frames[0].astype(int) - 80).max() > 50, "boxes and labels are drawn"
