@@ -117,7 +117,7 @@ def _sequential_fps(model: LoadedModel, video: Path, frames: int, out: Path) -> 
 
 
 def run_bench(model_path: Path, video: Path, *, frames: int = 0, batch: int = 1, threads: int | None = None,
-              rounds: int = 2, sequential: bool = True) -> BenchResult:
+              rounds: int = 2, sequential: bool = True, gil_switch_ms: float = 0.2) -> BenchResult:
     """Alternates raw and pipeline runs (raw, pipe, raw, pipe, ..., raw) so that a machine whose
     speed drifts during the benchmark affects both sides alike."""
     frames = frames or _video_frame_count(video)
@@ -135,7 +135,8 @@ def run_bench(model_path: Path, video: Path, *, frames: int = 0, batch: int = 1,
         pipe_runs = []
         summary = None
         for _ in range(rounds):
-            summary = execute(build_graph(loaded, models), handle_signals=False, close_backends=False)
+            summary = execute(build_graph(loaded, models), handle_signals=False, close_backends=False,
+                              gil_switch_interval_s=gil_switch_ms / 1000.0)
             pipe_runs.append(summary.fps)
             raw_runs.append(_raw_fps(model, video, frames))
         seq = _sequential_fps(model, video, frames, Path(tmp) / "sequential.jsonl") if sequential else None

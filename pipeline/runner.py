@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -32,10 +33,11 @@ class RunSummary:
 
 
 def execute(graph: Graph, *, drain_timeout_s: float = 30.0, on_progress: Callable[[int, int | None], None] | None = None,
-            handle_signals: bool = True, close_backends: bool = True) -> RunSummary:
+            handle_signals: bool = True, close_backends: bool = True, gil_switch_interval_s: float | None = 0.0002) -> RunSummary:
     """Starts the graph and waits for it. The first SIGINT/SIGTERM drains (queued frames finish,
     files close, exit 0); a second one, or a drain longer than `drain_timeout_s`, stops at once.
-    Raises GraphFailed if a stage failed."""
+    Raises GraphFailed if a stage failed. The GIL switch interval is set for the run's duration
+    (see PipelineConfig.gil_switch_interval_ms) and restored afterwards."""
     runner = graph.runner
     interrupted = threading.Event()
     drain_started: list[float] = []
@@ -64,10 +66,14 @@ def execute(graph: Graph, *, drain_timeout_s: float = 30.0, on_progress: Callabl
             log.error("drain took longer than %.0f s: stopping", drain_timeout_s)
             runner.stop()
 
+    previous_switch = sys.getswitchinterval()
+    if gil_switch_interval_s is not None:
+        sys.setswitchinterval(gil_switch_interval_s)
     start = time.monotonic()
     try:
         runner.run(on_tick=tick)
     finally:
+        sys.setswitchinterval(previous_switch)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         if close_backends:

@@ -11,7 +11,6 @@ Two ways to end a run:
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 import traceback
@@ -38,9 +37,6 @@ class StageContext:
 class Stage(ABC):
     """One thread of the graph. `run` returns when its inputs have ended or `ctx.stop` is set;
     it raises on failure (the runner catches, records and stops the graph)."""
-
-    #: Linux niceness for this stage's thread (0 = unchanged). See GraphRunner._thread_main.
-    nice: int = 0
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -94,11 +90,6 @@ class GraphRunner:
             t.start()
 
     def _thread_main(self, stage: Stage) -> None:
-        if stage.nice:
-            try:
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), stage.nice)
-            except (AttributeError, OSError) as exc:  # not Linux, or not permitted: run at normal priority
-                log.debug("cannot renice %s: %s", stage.name, exc)
         try:
             stage.run(self.ctx)
         except Stopped:

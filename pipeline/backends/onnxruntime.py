@@ -29,7 +29,6 @@ class OnnxRuntimeBackend:
         class_names: dict[int, str] | None = None,
         device: Literal["auto", "cpu", "cuda"] = "auto",
         intra_op_threads: int | None = None,
-        allow_spinning: bool = True,
     ) -> None:
         self.path = Path(path)
         if not self.path.is_file():
@@ -38,7 +37,6 @@ class OnnxRuntimeBackend:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if intra_op_threads:
             options.intra_op_num_threads = intra_op_threads
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
         self.providers = _providers(device)
         try:
             self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=self.providers)
