@@ -22,7 +22,7 @@ from pathlib import Path
 
 import cv2
 
-from pipeline.config import LoadedConfig, VigilConfig
+from pipeline.config import config_from_data
 from pipeline.frames import Frame
 from pipeline.graph import LoadedModel, build_graph, load_models
 from pipeline.preprocess import LetterboxScratch, SlotRing, letterbox_into
@@ -128,7 +128,9 @@ def run_bench(model_path: Path, video: Path, *, frames: int = 0, batch: int = 1,
             "models": [{"id": "model", "path": str(model_path), "batch": batch, "threads": threads}],
             "sinks": [{"type": "jsonl", "path": str(Path(tmp) / "bench.jsonl")}],
         }
-        loaded = LoadedConfig(VigilConfig.model_validate(data, context={"base_dir": Path.cwd()}), "<bench>", {})
+        loaded = config_from_data(data, origin="error", base_dir=Path.cwd(), key_names={
+            ("models", 0, "batch"): "--batch", ("models", 0, "threads"): "--threads", ("models", 0, "path"): "--model",
+            ("cameras", 0, "source", "max_frames"): "--frames"})
         models = load_models(loaded, intra_op_threads=threads)
         model = models["model"]
         raw_runs = [_raw_fps(model, video, frames)]

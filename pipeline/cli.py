@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.backends.base import ModelLoadError
-from pipeline.config import ConfigError, LoadedConfig, VigilConfig, check_files
+from pipeline.config import ConfigError, ConfigIssue, LoadedConfig, check_files, config_from_data
 from pipeline.paths import default_model
 from pipeline.sources.images import IMAGE_SUFFIXES
-from pipeline.stage import GraphFailed
+from pipeline.stage import GraphFailed, GraphStuck
 
 log = logging.getLogger("vigil")
 
@@ -25,9 +25,10 @@ COMMANDS = ("run", "validate", "detect", "bench")
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    # `run.py CONFIG` is a shorthand for `run.py run CONFIG`.
-    if argv and argv[0] not in COMMANDS and not argv[0].startswith("-"):
-        argv.insert(0, "run")
+    # `run.py [--log-level L] CONFIG` is a shorthand for `run.py [--log-level L] run CONFIG`.
+    first = 2 if argv[:1] == ["--log-level"] else 1 if argv[:1] and argv[0].startswith("--log-level=") else 0
+    if len(argv) > first and argv[first] not in COMMANDS and not argv[first].startswith("-"):
+        argv.insert(first, "run")
     args = _parser().parse_args(argv)
     # validate keeps stderr for its `file:line: key: message` lines unless asked for more.
     if args.log_level is None:
@@ -48,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
             import traceback
 
             traceback.print_exception(exc.error)
+        return 1
+    except GraphStuck as exc:
+        print(f"error: {exc}; their output files may be incomplete", file=sys.stderr)
         return 1
 
 
@@ -122,6 +126,9 @@ def _execute(loaded: LoadedConfig, no_progress: bool) -> int:
     finally:
         close()
     print(format_summary(summary))
+    if summary.forced:
+        print("error: stopped before queued frames finished; outputs hold the frames written until then", file=sys.stderr)
+        return 130
     for sink in graph.sinks:
         for path in getattr(sink, "paths", []) or [getattr(sink, "path", None)]:
             if path is not None:
@@ -170,19 +177,15 @@ def detect_config(args: argparse.Namespace) -> LoadedConfig:
     if args.classes:
         model["classes"] = [int(c) if c.isdigit() else c for c in args.classes]
     data = {"cameras": [{"id": "cam0", "source": source, "model": "model"}], "models": [model], "sinks": sinks}
-    from pydantic import ValidationError
-
-    try:
-        config = VigilConfig.model_validate(data, context={"base_dir": Path.cwd()})
-    except ValidationError as exc:
-        raise ConfigError([_arg_issue(".".join(map(str, e["loc"])), f"{e['msg']}, got {e.get('input')!r}") for e in exc.errors()]) from None
-    return LoadedConfig(config, "<command line>", {})
+    return config_from_data(data, origin="error", base_dir=Path.cwd(), key_names={
+        ("models", 0, "conf"): "--conf", ("models", 0, "iou"): "--iou", ("models", 0, "batch"): "--batch",
+        ("models", 0, "family"): "--family", ("models", 0, "path"): "--model", ("sinks", 0, "path"): "--jsonl",
+        ("sinks", 1, "path"): "--video", ("cameras", 0, "source", "path"): "SOURCE",
+    } | {("models", 0, "classes", i): "--classes" for i in range(len(args.classes or []))})
 
 
-def _arg_issue(key: str, message: str):  # noqa: ANN202
-    from pipeline.config import ConfigIssue
-
-    return ConfigIssue("<command line>", 0, key, message)
+def _arg_issue(key: str, message: str) -> ConfigIssue:
+    return ConfigIssue("error", 0, key, message)
 
 
 def cmd_detect(args: argparse.Namespace) -> int:

@@ -21,7 +21,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from pipeline.paths import SHARED_ENV, shared_dir
 
@@ -40,7 +49,8 @@ class ConfigIssue:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.key}: {self.message}" if self.key else f"{self.file}:{self.line}: {self.message}"
+        where = f"{self.file}:{self.line}" if self.line > 0 else self.file  # line 0: not from a file
+        return f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
 
 
 class ConfigError(Exception):
@@ -128,7 +138,7 @@ class ModelConfig(Strict):
     conf: float = Field(0.25, gt=0, lt=1)
     iou: float = Field(0.45, gt=0, le=1)
     max_det: int = Field(300, ge=1, le=100000)
-    classes: list[int | str] | None = Field(None, min_length=1)  # keep only these (ids or names)
+    classes: list[StrictInt | str] | None = Field(None, min_length=1)  # keep only these (ids or names)
     names: dict[int, str] | None = None  # override the model's class names
     input_size: tuple[Annotated[int, Field(ge=32, le=8192)], Annotated[int, Field(ge=32, le=8192)]] | None = None
     batch: int = Field(1, ge=1, le=256)
@@ -246,15 +256,32 @@ class _Builder:
         self.issues: list[ConfigIssue] = []
         self._constructor = yaml.SafeLoader("")
 
+    def _scalar(self, node: yaml.Node, path: tuple[Any, ...]) -> Any:
+        try:
+            return self._constructor.construct_object(node, deep=True)
+        except (yaml.YAMLError, ValueError, TypeError) as exc:
+            problem = getattr(exc, "problem", None) or str(exc)
+            self.issues.append(ConfigIssue(self.file, node.start_mark.line + 1, format_path(path),
+                                           f"cannot read value {node.value!r} tagged {node.tag}: {problem}"))
+            return None
+
     def build(self, node: yaml.Node, path: tuple[Any, ...]) -> Any:
         self.lines.setdefault(path, node.start_mark.line + 1)
         if isinstance(node, yaml.MappingNode):
+            try:
+                self._constructor.flatten_mapping(node)  # resolves `<<: *defaults` merge keys
+            except yaml.YAMLError as exc:
+                self.issues.append(ConfigIssue(self.file, node.start_mark.line + 1, format_path(path), f"bad merge key: {exc}"))
+                return {}
             out: dict[Any, Any] = {}
             for key_node, value_node in node.value:
-                key = self._constructor.construct_object(key_node, deep=True)
+                key = self._scalar(key_node, path)
                 line = key_node.start_mark.line + 1
-                if not isinstance(key, (str, int)):
-                    self.issues.append(ConfigIssue(self.file, line, format_path(path), f"keys must be names, got {key!r}"))
+                # Keys are names; only a class-name table (`names: {0: person}`) is keyed by numbers.
+                numeric_ok = path[-1:] == ("names",) and isinstance(key, int)
+                if isinstance(key, bool) or not (isinstance(key, str) or numeric_ok):
+                    self.issues.append(ConfigIssue(self.file, line, format_path(path),
+                                                   f"keys must be names, got {key_node.value!r}"))
                     continue
                 if key in out:
                     first = self.lines.get((*path, key), line)
@@ -267,18 +294,16 @@ class _Builder:
             return out
         if isinstance(node, yaml.SequenceNode):
             return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
-        value = self._constructor.construct_object(node, deep=True)
+        value = self._scalar(node, path)
         if isinstance(value, str) and "${" in value:
+            # Stays a string: pydantic turns "4" into 4 where a field wants a number, and a secret
+            # such as "*pw" or "on" is never re-read as YAML.
             expanded, missing = _expand_env(value)
             for name in missing:
                 self.issues.append(
                     ConfigIssue(self.file, node.start_mark.line + 1, format_path(path),
                                 f"environment variable {name} is not set (export it, or write ${{{name}:-default}})")
                 )
-            if expanded != value and node.tag == "tag:yaml.org,2002:str" and node.style is None:
-                # An unquoted ${PORT} should become the int it holds, as if written in place.
-                resolved = yaml.safe_load(expanded) if expanded.strip() else expanded
-                return resolved if isinstance(resolved, (int, float, bool)) else expanded
             return expanded
         return value
 
@@ -319,6 +344,30 @@ def load_config(path: str | Path) -> LoadedConfig:
     return loaded
 
 
+def config_from_data(data: dict[str, Any], *, origin: str, base_dir: Path,
+                     key_names: dict[tuple[Any, ...], str] | None = None) -> LoadedConfig:
+    """Validates a config built in code (the `detect` and `bench` commands). Issues carry line 0
+    and, where `key_names` maps a config key to the option that set it, the option's name."""
+    names = key_names or {}
+
+    def rename(issue: ConfigIssue, path: tuple[Any, ...]) -> ConfigIssue:
+        return ConfigIssue(origin, 0, names.get(path, issue.key), issue.message)
+
+    try:
+        config = VigilConfig.model_validate(data, context={"base_dir": base_dir})
+    except ValidationError as exc:
+        issues = []
+        for err in exc.errors(include_url=False):
+            issue = _issue_from_pydantic(origin, {}, data, err)
+            issues.append(rename(issue, _data_path(data, tuple(err["loc"]))))
+        raise ConfigError(issues) from None
+    loaded = LoadedConfig(config, origin, {})
+    issues = cross_check(loaded)
+    if issues:
+        raise ConfigError(issues)
+    return loaded
+
+
 def _node_kind(node: yaml.Node) -> str:
     return "list" if isinstance(node, yaml.SequenceNode) else "single value" if isinstance(node, yaml.ScalarNode) else "mapping"
 
@@ -352,7 +401,9 @@ def cross_check(loaded: LoadedConfig) -> list[ConfigIssue]:
     outputs: dict[str, int] = {}
     for i, sink in enumerate(cfg.sinks):
         for j, cam_id in enumerate(sink.cameras or []):
-            if cam_id not in camera_ids:
+            if cam_id in (sink.cameras or [])[:j]:
+                issues.append(loaded.issue(("sinks", i, "cameras", j), f"camera {cam_id!r} is listed twice"))
+            elif cam_id not in camera_ids:
                 issues.append(loaded.issue(("sinks", i, "cameras", j),
                                            f"unknown camera {cam_id!r}{_did_you_mean(cam_id, camera_ids)}; cameras are {camera_ids}"))
         if isinstance(sink, VideoSinkConfig) and len(cfg.sink_cameras(sink)) > 1 and "{camera}" not in str(sink.path):
@@ -510,8 +561,10 @@ def _issue_from_pydantic(file: str, lines: dict[tuple[Any, ...], int], data: Any
         expected_text = str(ctx.get("expected", ""))
         choices = re.findall(r"'([^']*)'", expected_text)
         message = f"expected {expected_text}, got {_show(value)}{_did_you_mean(str(value), choices)}"
-    elif kind in ("model_type", "dict_type"):
-        message = f"expected a mapping of keys, got {_show(value)}"
+    elif kind in ("model_type", "dict_type", "model_attributes_type"):
+        tags = _union_tags(data, path)
+        wanted = f"a mapping with type: one of {', '.join(tags)}" if tags else "a mapping of keys"
+        message = f"expected {wanted}, got {_show(value)}"
     elif kind == "list_type":
         message = f"expected a list, got {_show(value)}"
     else:

@@ -7,7 +7,7 @@ later stage measures its age against that stamp, so latency is visible wherever 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -101,7 +101,6 @@ class Batch:
     model_id: str
     frames: list[Frame]
     slot: Slot
-    created_mono: float = field(default_factory=time.monotonic)
 
     def __len__(self) -> int:
         return len(self.frames)

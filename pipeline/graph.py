@@ -75,7 +75,7 @@ def load_models(loaded: LoadedConfig, *, intra_op_threads: int | None = None) ->
             issues.append(loaded.issue(("models", i, "path"), str(exc)))
             continue
         info = backend.info
-        if info.max_batch is not None and mcfg.batch > info.max_batch:
+        if info.max_batch is not None and mcfg.batch != info.max_batch:
             issues.append(loaded.issue(("models", i, "batch"),
                                        f"model {info.path.name} has a fixed batch of {info.max_batch}, got batch: {mcfg.batch} "
                                        f"(set batch: {info.max_batch}, or export the model with a dynamic batch)"))
@@ -124,12 +124,10 @@ def _resolve_classes(loaded: LoadedConfig, index: int, mcfg: ModelConfig, names:
 
 def make_source(cam_source: FileSourceConfig | ImagesSourceConfig | SyntheticSourceConfig, camera_id: str) -> Source:
     if isinstance(cam_source, FileSourceConfig):
-        return VideoFileSource(cam_source.path, loop=cam_source.loop, live=cam_source.realtime,
-                               max_frames=cam_source.max_frames)
+        return VideoFileSource(cam_source.path, loop=cam_source.loop, max_frames=cam_source.max_frames)
     if isinstance(cam_source, ImagesSourceConfig):
         return ImageSource(cam_source.path)
-    return SyntheticSource(cam_source.width, cam_source.height, frames=cam_source.frames, fps=cam_source.fps,
-                           live=cam_source.live, name=camera_id)
+    return SyntheticSource(cam_source.width, cam_source.height, frames=cam_source.frames, name=camera_id)
 
 
 def build_graph(loaded: LoadedConfig, models: dict[str, LoadedModel] | None = None,
@@ -148,7 +146,7 @@ def build_graph(loaded: LoadedConfig, models: dict[str, LoadedModel] | None = No
     routes: dict[str, list[BoundedQueue]] = {c.id: [] for c in cfg.cameras}
     sinks: list[Sink] = []
     sink_stages: list[Stage] = []
-    for sink_cfg in cfg.sinks:
+    for index, sink_cfg in enumerate(cfg.sinks):
         cams = cfg.sink_cameras(sink_cfg)
         sink: Sink
         if isinstance(sink_cfg, JsonlSinkConfig):
@@ -161,7 +159,7 @@ def build_graph(loaded: LoadedConfig, models: dict[str, LoadedModel] | None = No
         for cid in cams:
             routes[cid].append(q)
         sinks.append(sink)
-        sink_stages.append(SinkStage(sink, q, cams))
+        sink_stages.append(SinkStage(index, sink, q, cams))
     for cam in cfg.cameras:
         if not routes[cam.id]:
             log.warning("camera %s feeds no sink: its detections are counted but not written", cam.id)
@@ -186,14 +184,14 @@ def build_graph(loaded: LoadedConfig, models: dict[str, LoadedModel] | None = No
                 on_drop=lambda frame: metrics.count_drop(frame.camera_id, "queue_full"),
             )
             camera_queues.append(q)
-            fps = cam.source.fps if isinstance(cam.source, (FileSourceConfig, SyntheticSourceConfig)) else None
+            fps = cam.source.fps if cam.live and isinstance(cam.source, (FileSourceConfig, SyntheticSourceConfig)) else None
             stages.append(CaptureStage(cam.id, make_source(cam.source, cam.id), q, realtime=cam.live, fps=fps))
         cam_ids = [c.id for c in cams]
         to_inference = BoundedQueue(f"preprocess>inference[{model_id}]", cfg.pipeline.slots, QueuePolicy.BLOCK)
         to_postprocess = BoundedQueue(f"inference>postprocess[{model_id}]", cfg.pipeline.slots, QueuePolicy.BLOCK)
         stages.append(PreprocessStage(model_id, FanIn(camera_queues), to_inference, ring, info.input.name,
                                       model.batch, model.config.max_wait_ms / 1000.0, cam_ids))
-        stages.append(InferenceStage(model_id, model.backend, to_inference, to_postprocess, cam_ids))
+        stages.append(InferenceStage(model_id, model.backend, ring, to_inference, to_postprocess, cam_ids))
         stages.append(PostprocessStage(model_id, to_postprocess, ring, model.decoder, info.outputs[0].name,
                                        info.class_names, {cid: routes[cid] for cid in cam_ids}))
     stages.extend(sink_stages)

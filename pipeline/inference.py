@@ -7,20 +7,23 @@ import time
 
 from pipeline.backends.base import Backend
 from pipeline.frames import EndOfStream
+from pipeline.preprocess import SlotRing
 from pipeline.queues import POLL_S, BoundedQueue, Stopped
 from pipeline.stage import Stage, StageContext
 
 
 class InferenceStage(Stage):
-    def __init__(self, model_id: str, backend: Backend, inp: BoundedQueue, out: BoundedQueue, cameras: list[str]) -> None:
+    def __init__(self, model_id: str, backend: Backend, ring: SlotRing, inp: BoundedQueue, out: BoundedQueue,
+                 cameras: list[str]) -> None:
         super().__init__(f"inference[{model_id}]")
         self.backend = backend
+        self.ring = ring
         self.inp = inp
         self.out = out
         self.cameras = set(cameras)
 
     def run(self, ctx: StageContext) -> None:
-        stats = ctx.metrics.stage("inference")
+        stats = ctx.metrics.stage(self.name)
         active = set(self.cameras)
         while active:
             if ctx.stop.is_set():
@@ -37,6 +40,10 @@ class InferenceStage(Stage):
             for frame in item.frames:
                 stats.ages.add((now - frame.capture_mono) * 1000.0)
             t0 = time.perf_counter()
-            self.backend.infer(item.slot, len(item))
-            stats.add_work(time.perf_counter() - t0, len(item))
-            self.out.put(item, ctx.stop)
+            try:
+                self.backend.infer(item.slot, len(item))
+                stats.add_work(time.perf_counter() - t0, len(item))
+                self.out.put(item, ctx.stop)
+            except BaseException:
+                self.ring.release(item.slot)  # not handed on: nobody else will release it
+                raise

@@ -1,7 +1,8 @@
 """Per-stage and per-camera counters: items, busy time, frame age at pickup, drops by reason.
 
-Writers are the stage threads; readers (progress bar, summary) take a consistent snapshot under the
-lock. Ages are kept in fixed-size numpy windows so recording never allocates.
+Each stage thread writes only its own StageMetrics (keyed by stage name) and its cameras' counters,
+so writers need no lock; the registry itself is locked, and readers (progress bar, summary) tolerate
+a value that is one frame old. Ages are kept in fixed-size numpy windows so recording never allocates.
 """
 
 from __future__ import annotations

@@ -150,11 +150,6 @@ class SlotRing:
             self._in_use.discard(slot.index)
         self._free.put(slot)
 
-    @property
-    def in_use(self) -> int:
-        with self._lock:
-            return len(self._in_use)
-
 
 class PreprocessStage(Stage):
     """Takes frames from the cameras feeding one model (round-robin), letterboxes them into the
@@ -176,49 +171,51 @@ class PreprocessStage(Stage):
         self._scratch = LetterboxScratch(h, w)
 
     def run(self, ctx: StageContext) -> None:
-        stats = ctx.metrics.stage("preprocess")
+        stats = ctx.metrics.stage(self.name)
         active = set(self.cameras)
-        slot = None
-        frames: list[Frame] = []
-        first_at = 0.0
-        while active:
-            if ctx.stop.is_set():
-                raise Stopped
-            # An open batch waits only until its deadline; an idle stage re-checks stop every POLL_S.
-            timeout = min(POLL_S, max(0.0, first_at + self.max_wait_s - time.monotonic())) if frames else POLL_S
-            try:
-                item = self.inputs.get(timeout)
-            except queue.Empty:
-                if frames and time.monotonic() >= first_at + self.max_wait_s:
-                    self._emit(slot, frames, ctx)
-                    slot, frames = None, []
-                continue
-            if isinstance(item, EndOfStream):
-                if frames:
-                    self._emit(slot, frames, ctx)
-                    slot, frames = None, []
-                active.discard(item.camera_id)
-                self.out.put(item, ctx.stop)
-                continue
-            now = time.monotonic()
-            stats.ages.add((now - item.capture_mono) * 1000.0)
-            if slot is None:
-                slot = self.ring.acquire(ctx.stop)
-                first_at = time.monotonic()
-            t0 = time.perf_counter()
-            row = len(frames)
-            item.letterbox, slot.row_rects[row] = letterbox_into(
-                item.image, slot.inputs[self.input_name][row], self._scratch, pad_ready=slot.row_rects[row]
-            )
-            stats.add_work(time.perf_counter() - t0, 1)
-            frames.append(item)
-            if len(frames) == self.batch:
-                self._emit(slot, frames, ctx)
-                slot, frames = None, []
-        if slot is not None:
-            self.ring.release(slot)
+        batch: _OpenBatch | None = None
+        try:
+            while active:
+                if ctx.stop.is_set():
+                    raise Stopped
+                # An open batch waits only until its deadline; an idle stage re-checks stop every POLL_S.
+                timeout = min(POLL_S, max(0.0, batch.deadline - time.monotonic())) if batch else POLL_S
+                try:
+                    item = self.inputs.get(timeout)
+                except queue.Empty:
+                    if batch is not None and time.monotonic() >= batch.deadline:
+                        batch = self._emit(batch, ctx)
+                    continue
+                if isinstance(item, EndOfStream):
+                    if batch is not None:  # the camera's last frames go out before its sentinel
+                        batch = self._emit(batch, ctx)
+                    active.discard(item.camera_id)
+                    self.out.put(item, ctx.stop)
+                    continue
+                stats.ages.add((time.monotonic() - item.capture_mono) * 1000.0)
+                if batch is None:
+                    batch = _OpenBatch(self.ring.acquire(ctx.stop), [], time.monotonic() + self.max_wait_s)
+                t0 = time.perf_counter()
+                row = len(batch.frames)
+                slot = batch.slot
+                item.letterbox, slot.row_rects[row] = letterbox_into(
+                    item.image, slot.inputs[self.input_name][row], self._scratch, pad_ready=slot.row_rects[row]
+                )
+                stats.add_work(time.perf_counter() - t0, 1)
+                batch.frames.append(item)
+                if len(batch.frames) == self.batch:
+                    batch = self._emit(batch, ctx)
+        finally:
+            if batch is not None:  # never handed on (stop or error): the slot goes back to the ring
+                self.ring.release(batch.slot)
 
-    def _emit(self, slot: Slot | None, frames: list[Frame], ctx: StageContext) -> None:
-        if slot is None:
-            raise RuntimeError("preprocess emitted a batch without a slot")
-        self.out.put(Batch(self.model_id, frames, slot), ctx.stop)
+    def _emit(self, batch: _OpenBatch, ctx: StageContext) -> None:
+        """Hands the batch on; returns None (the new open batch) once the queue has taken it."""
+        self.out.put(Batch(self.model_id, batch.frames, batch.slot), ctx.stop)
+
+
+@dataclass(slots=True)
+class _OpenBatch:
+    slot: Slot
+    frames: list[Frame]
+    deadline: float  # monotonic time by which it is sent, full or not

@@ -56,7 +56,6 @@ class BoundedQueue(Generic[T]):
         self._items: collections.deque[T] = collections.deque()
         self._on_drop = on_drop
         self.dropped = 0
-        self.put_count = 0
         self.max_depth = 0
 
     def __len__(self) -> int:
@@ -80,7 +79,6 @@ class BoundedQueue(Generic[T]):
                         raise Stopped(f"stopped while waiting to put into queue {self.name!r}")
                     self._cond.wait(POLL_S)
             self._items.append(item)
-            self.put_count += 1
             self.max_depth = max(self.max_depth, len(self._items))
             self._cond.notify_all()
         if dropped is not None and self._on_drop is not None:
@@ -114,14 +112,6 @@ class BoundedQueue(Generic[T]):
             item = self._items.popleft()
             self._cond.notify_all()
             return item
-
-    def drain(self) -> list[T]:
-        """Removes everything queued (used on abort to release resources items hold)."""
-        with self._cond:
-            items = list(self._items)
-            self._items.clear()
-            self._cond.notify_all()
-            return items
 
 
 class FanIn(Generic[T]):

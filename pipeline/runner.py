@@ -25,7 +25,8 @@ class RunSummary:
     frames_out: int
     cameras: list[CameraSummary]
     stages: list[StageSummary]
-    interrupted: bool
+    interrupted: bool  # a signal asked for the end: queued frames drained
+    forced: bool  # stopped at once (second signal, drain timeout): queued frames were discarded
 
     @property
     def fps(self) -> float:
@@ -81,13 +82,14 @@ def execute(graph: Graph, *, drain_timeout_s: float = 30.0, on_progress: Callabl
                 model.backend.close()
     seconds = time.monotonic() - start
     return RunSummary(seconds, metrics.frames_out_total(), metrics.camera_summaries(), metrics.stage_summaries(),
-                      interrupted.is_set())
+                      interrupted.is_set(), runner.forced)
 
 
 def format_summary(summary: RunSummary) -> str:
     lines = [
         f"{summary.frames_out} frames in {summary.seconds:.1f} s ({summary.fps:.2f} fps)"
-        + ("; interrupted, queued frames finished" if summary.interrupted else ""),
+        + ("; stopped at once, queued frames discarded" if summary.forced
+           else "; interrupted, queued frames finished" if summary.interrupted else ""),
         "",
         f"{'camera':<16}{'in':>7}{'out':>7}{'drops':>8}{'fps':>8}{'age p50':>10}{'age p99':>10}",
     ]
@@ -95,8 +97,8 @@ def format_summary(summary: RunSummary) -> str:
         drops = sum(c.drops.values())
         lines.append(f"{c.camera_id:<16}{c.frames_in:>7}{c.frames_out:>7}{drops:>8}{c.fps_out:>8.2f}"
                      f"{c.age_p50_ms:>8.1f}ms{c.age_p99_ms:>8.1f}ms")
-    lines += ["", f"{'stage':<16}{'items':>7}{'ms/item':>10}{'ms/call':>10}{'age p50':>10}{'age p99':>10}"]
+    lines += ["", f"{'stage':<28}{'items':>7}{'ms/item':>10}{'ms/call':>10}{'age p50':>10}{'age p99':>10}"]
     for s in summary.stages:
         ages = f"{s.age_p50_ms:>8.1f}ms{s.age_p99_ms:>8.1f}ms" if s.age_p50_ms == s.age_p50_ms else f"{'-':>10}{'-':>10}"
-        lines.append(f"{s.name:<16}{s.items:>7}{s.mean_ms_per_item:>10.2f}{s.mean_ms_per_call:>10.2f}{ages}")
+        lines.append(f"{s.name:<28}{s.items:>7}{s.mean_ms_per_item:>10.2f}{s.mean_ms_per_call:>10.2f}{ages}")
     return "\n".join(lines)

@@ -44,10 +44,6 @@ class Stage(ABC):
     @abstractmethod
     def run(self, ctx: StageContext) -> None: ...
 
-    def abort(self) -> None:
-        """Called by the runner after all threads exit on a stopped graph: release what the stage
-        holds (open files are closed by the stage itself in `finally`)."""
-
 
 @dataclass(frozen=True, slots=True)
 class StageError:
@@ -65,6 +61,15 @@ class GraphFailed(RuntimeError):
         self.error = error
 
 
+class GraphStuck(RuntimeError):
+    """Stages did not return within STOP_DEADLINE_S of the stop request (e.g. stuck in a native
+    call). Their daemon threads are abandoned; what they were writing may be incomplete."""
+
+    def __init__(self, stages: list[str]) -> None:
+        super().__init__(f"stages still running {STOP_DEADLINE_S:.0f} s after stop: {', '.join(stages)}")
+        self.stages = stages
+
+
 class GraphRunner:
     def __init__(self, stages: Sequence[Stage], ctx: StageContext | None = None) -> None:
         names = [s.name for s in stages]
@@ -75,6 +80,7 @@ class GraphRunner:
         self.ctx = ctx or StageContext()
         self.errors: list[StageError] = []
         self._errors_lock = threading.Lock()
+        self.forced = False  # stop() was called: queued work was discarded
         self._threads: list[threading.Thread] = []
         self._stop_requested_at: float | None = None
 
@@ -110,6 +116,7 @@ class GraphRunner:
         """Immediate end: every stage returns at its next check."""
         if self._stop_requested_at is None:
             self._stop_requested_at = time.monotonic()
+        self.forced = True
         self.ctx.drain.set()
         self.ctx.stop.set()
 
@@ -120,27 +127,28 @@ class GraphRunner:
         """Waits for all stage threads. Returns True when all have exited, False on `timeout`.
         Raises GraphFailed (from the first stage error) once the threads are down."""
         start = time.monotonic()
+        stuck: list[str] = []
         while True:
-            for t in self._threads:
-                t.join(0.1)
-                if on_tick is not None:
-                    on_tick()
-            alive = self.alive()
+            alive = [t for t in self._threads if t.is_alive()]
             if not alive:
                 break
+            # One short join per round (not one per thread) keeps the stop deadline checked often
+            # however many stages there are.
+            alive[0].join(0.05)
+            if on_tick is not None:
+                on_tick()
             if self.ctx.stop.is_set() and self._stop_requested_at is None:
                 self._stop_requested_at = time.monotonic()
             if self._stop_requested_at is not None and time.monotonic() - self._stop_requested_at > STOP_DEADLINE_S:
-                log.error("stages still running %.1fs after stop: %s", STOP_DEADLINE_S, ", ".join(alive))
+                stuck = self.alive()
                 break
             if timeout is not None and time.monotonic() - start > timeout:
                 return False
-        if self.ctx.stop.is_set():
-            for stage in self.stages:
-                stage.abort()
         if self.errors:
             first = self.errors[0]
             raise GraphFailed(first.stage, first.error) from first.error
+        if stuck:
+            raise GraphStuck(stuck)
         return True
 
     def run(self, on_tick: Callable[[], None] | None = None) -> None:
@@ -149,6 +157,6 @@ class GraphRunner:
         try:
             self.wait(on_tick=on_tick)
         finally:
-            if self.alive():
+            if self.alive():  # interrupted by an exception in the caller (KeyboardInterrupt, ...)
                 self.stop()
                 self.wait()

@@ -211,3 +211,67 @@ def test_run_with_bad_config_exits_2(tmp_path):
     path = write(tmp_path, MALFORMED["misspelt section"][0])
     result = run_cli("run", str(path))
     assert result.returncode == 2 and "did you mean 'sinks'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_merge_key_in_a_valid_config(tmp_path):
+    text = CAMERA.replace("    source:\n", "    source: &src\n") + """\
+  - id: dock
+    source:
+      <<: *src
+      realtime: true
+    model: yolo
+""" + MODEL + SINK
+    cfg = load_config(write(tmp_path, text)).config
+    assert cfg.cameras[1].source.path == cfg.cameras[0].source.path and cfg.cameras[1].live
+
+
+@pytest.mark.parametrize(
+    ("patch", "line", "key", "message"),
+    [
+        (("path: out/lobby.jsonl", "path: !env FOO"), 12, "sinks[0].path", "cannot read value 'FOO' tagged !env"),
+        (("  - id: lobby", "  - id: lobby\n    1: x"), 3, "cameras[0]", "keys must be names, got '1'"),
+        (("    model: yolo\n", "    model: yolo\n    source2: file\n"), 7, "cameras[0].source2", "unknown key (did you mean 'source'?)"),
+    ],
+)
+def test_odd_yaml_is_reported_not_crashed(tmp_path, patch, line, key, message):
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, VALID.replace(*patch)))
+    issue = info.value.issues[0]
+    assert (issue.line, issue.key) == (line, key), str(issue)
+    assert message in issue.message
+
+
+def test_source_given_as_a_word_says_what_is_expected(tmp_path):
+    text = VALID.replace("    source:\n      type: file\n      path: ${VIGIL_SHARED}/media/people_small.mp4\n", "    source: file\n")
+    with pytest.raises(ConfigError, match=r":3: cameras\[0\]\.source: expected a mapping with type: one of file, images, synthetic, got 'file'"):
+        load_config(write(tmp_path, text))
+
+
+def test_secret_from_env_stays_a_string(tmp_path, monkeypatch):
+    monkeypatch.setenv("VIGIL_TEST_SECRET", "*on")
+    cfg = load_config(write(tmp_path, VALID.replace("out/lobby.jsonl", "out/${VIGIL_TEST_SECRET}.jsonl"))).config
+    assert cfg.sinks[0].path.name == "*on.jsonl"
+
+
+def test_sink_listing_a_camera_twice(tmp_path):
+    with pytest.raises(ConfigError, match=r"sinks\[0\]\.cameras\[1\]: camera 'lobby' is listed twice"):
+        load_config(write(tmp_path, VALID + "    cameras: [lobby, lobby]\n"))
+
+
+def test_boolean_is_not_a_class_id(tmp_path):
+    text = VALID.replace("    path: ${VIGIL_SHARED}/models/yolov8n.onnx\n", "    path: ${VIGIL_SHARED}/models/yolov8n.onnx\n    classes: [true]\n")
+    with pytest.raises(ConfigError, match=r"models\[0\]\.classes\[0\]"):
+        load_config(write(tmp_path, text))
+
+
+def test_bench_and_detect_argument_errors_name_the_option(tmp_path, media):
+    result = run_cli("bench", "--video", str(media / "people_small.mp4"), "--batch", "0")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "error: --batch: input should be greater than or equal to 1, got 0" in result.stderr
+    result = run_cli("detect", str(media / "bus.jpg"), "--jsonl", str(tmp_path / "x.jsonl"), "--conf", "2")
+    assert result.returncode == 2 and "error: --conf: input should be less than 1, got 2.0" in result.stderr
+
+
+def test_shorthand_accepts_global_options_first(tmp_path):
+    result = run_cli("--log-level", "warning", str(tmp_path / "missing.yaml"))
+    assert result.returncode == 2 and "config file not found" in result.stderr

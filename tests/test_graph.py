@@ -155,5 +155,5 @@ sinks:
     assert [r["source"] for r in read_jsonl(tmp_path / "out" / "stills.jsonl")] == ["bus.jpg", "dog.jpg", "person.jpg"]
     bus = by_cam["stills"][0]["detections"]
     assert [d["class_name"] for d in bus].count("person") == 4
-    inference = next(s for s in graph.ctx.metrics.stage_summaries() if s.name == "inference")
+    inference = next(s for s in graph.ctx.metrics.stage_summaries() if s.name == "inference[yolo]")
     assert inference.items == 23 and inference.mean_ms_per_call > inference.mean_ms_per_item

@@ -8,7 +8,6 @@ outputs.
 from __future__ import annotations
 
 import ast
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -18,9 +17,6 @@ import numpy as np
 if TYPE_CHECKING:
     from pipeline.config import ModelConfig
     from pipeline.preprocess import Slot
-
-log = logging.getLogger(__name__)
-
 
 class ModelLoadError(RuntimeError):
     """A model cannot be found or loaded, or does not fit what the config says about it."""
@@ -46,11 +42,6 @@ class ModelInfo:
     def input_hw(self) -> tuple[int, int]:
         return self.input.shape[1], self.input.shape[2]
 
-    def output(self, name: str) -> TensorSpec:
-        for spec in self.outputs:
-            if spec.name == name:
-                return spec
-        raise KeyError(f"model {self.path.name} has no output {name!r}; outputs are {[o.name for o in self.outputs]}")
 
 
 class Backend(Protocol):
@@ -71,27 +62,40 @@ def missing_model_message(path: Path) -> str:
 
 
 def parse_ultralytics_metadata(meta: dict[str, str]) -> tuple[dict[int, str], tuple[int, int] | None, int | None]:
-    """Class names, input size (h, w) and stride from Ultralytics' ONNX metadata, where present."""
+    """Class names, input size (h, w) and stride from Ultralytics' ONNX metadata, where present.
+    Raises ModelLoadError naming the key when a value is there but unreadable."""
     names: dict[int, str] = {}
     imgsz: tuple[int, int] | None = None
     stride: int | None = None
+    key = ""
     try:
         if "names" in meta:
-            raw = ast.literal_eval(meta["names"])
+            key = "names"
+            raw = ast.literal_eval(meta[key])
             if isinstance(raw, dict):
                 names = {int(k): str(v) for k, v in raw.items()}
             elif isinstance(raw, list):
                 names = dict(enumerate(map(str, raw)))
+            else:
+                raise TypeError(f"expected a dict or list of class names, got {type(raw).__name__}")
         if "imgsz" in meta:
-            raw = ast.literal_eval(meta["imgsz"])
+            key = "imgsz"
+            raw = ast.literal_eval(meta[key])
             if isinstance(raw, int):
                 imgsz = (raw, raw)
             elif isinstance(raw, (list, tuple)) and len(raw) == 2:
                 imgsz = (int(raw[0]), int(raw[1]))
+            else:
+                raise TypeError(f"expected an int or [h, w], got {raw!r}")
         if "stride" in meta:
-            stride = int(ast.literal_eval(meta["stride"]))
-    except (ValueError, SyntaxError) as exc:
-        log.warning("ignoring unreadable Ultralytics metadata: %s", exc)
+            key = "stride"
+            raw = ast.literal_eval(meta[key])
+            stride = int(max(raw)) if isinstance(raw, (list, tuple)) else int(raw)
+    except (ValueError, SyntaxError, TypeError) as exc:
+        raise ModelLoadError(
+            f"unreadable Ultralytics metadata {key!r} = {meta[key][:80]!r}: {exc} "
+            f"(re-export the model, or fix that metadata entry)"
+        ) from None
     return names, imgsz, stride
 
 

@@ -90,16 +90,21 @@ class OnnxRuntimeBackend:
         max_batch = batch_dim if isinstance(batch_dim, int) else None
         names = class_names or meta_names
         input_spec = TensorSpec(inp.name, (3, *model_hw), _ORT_DTYPES[inp.type])
-        outputs = self._probe_outputs(input_spec)
+        outputs = self._probe_outputs(input_spec, max_batch or 1)
         if not names:
             log.warning("%s has no class names in its metadata and none in the config: using numbers", self.path.name)
         return ModelInfo(self.path, input_spec, outputs, max_batch, names, stride)
 
-    def _probe_outputs(self, input_spec: TensorSpec) -> tuple[TensorSpec, ...]:
+    def _probe_outputs(self, input_spec: TensorSpec, rows: int) -> tuple[TensorSpec, ...]:
         """Output shapes per batch row. Symbolic dims are resolved by one warm-up run (which also
         pays ONNX Runtime's first-run cost before any frame arrives)."""
-        probe = np.zeros((1, *input_spec.shape), input_spec.dtype)
-        results = self.session.run(None, {input_spec.name: probe})
+        probe = np.zeros((rows, *input_spec.shape), input_spec.dtype)
+        try:
+            results = self.session.run(None, {input_spec.name: probe})
+        except Exception as exc:  # ORT's own error types: name the model and the probe
+            raise ModelLoadError(
+                f"{self.path.name}: a test run on a zero {list(probe.shape)} input failed: {exc}"
+            ) from exc
         specs = []
         for meta, value in zip(self.session.get_outputs(), results, strict=True):
             if meta.type not in _ORT_DTYPES:
@@ -108,6 +113,8 @@ class OnnxRuntimeBackend:
         return tuple(specs)
 
     def infer(self, slot: Slot, n: int) -> None:
+        # A fixed-batch model always runs its full batch; rows past n hold stale data nobody reads.
+        n = self.info.max_batch or n
         binding = slot.bindings.get((self._binding_key, n))
         if binding is None:
             binding = self._bind(slot, n)

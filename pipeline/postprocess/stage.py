@@ -24,7 +24,7 @@ class PostprocessStage(Stage):
         self.routes = routes  # camera id -> the input queues of the sinks that want that camera
 
     def run(self, ctx: StageContext) -> None:
-        stats = ctx.metrics.stage("postprocess")
+        stats = ctx.metrics.stage(self.name)
         cameras = {cid: ctx.metrics.camera(cid) for cid in self.routes}
         active = set(self.routes)
         while active:

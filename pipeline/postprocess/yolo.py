@@ -98,24 +98,22 @@ class YoloDecoder:
         if self._class_filter is not None:
             wanted = np.isin(class_id, self._class_filter)
             b, class_id, confidence, cxcywh = b[wanted], class_id[wanted], confidence[wanted], cxcywh[wanted]
+        cxcywh = cxcywh.astype(np.float32, copy=False)  # fp16 models: box arithmetic in fp32
         xyxy = np.empty_like(cxcywh)
         half = cxcywh[:, 2:] / 2
         xyxy[:, :2] = cxcywh[:, :2] - half
         xyxy[:, 2:] = cxcywh[:, :2] + half
-        keep = nms(xyxy, confidence, b * self.num_classes + class_id, p.iou)
-        # Group the kept boxes by image (score order kept within an image) and cap each at max_det.
-        image_of = b[keep]
-        keep = keep[np.argsort(image_of, kind="stable")]
-        counts = np.bincount(image_of, minlength=n)
-        starts = np.cumsum(counts) - counts
-        rank = np.arange(keep.shape[0]) - np.repeat(starts, counts)
-        keep = keep[rank < p.max_det]
-        counts = np.minimum(counts, p.max_det)
+        # Candidates are grouped by image (np.nonzero returns them in row order), so each image's
+        # NMS sees only its own boxes: the pairwise work grows with one image's candidates, not
+        # with the batch's. The loop is over images in the batch, not over detections.
+        bounds = np.searchsorted(b, np.arange(n + 1))
         results = []
-        for frame, rows in zip(frames, np.split(keep, np.cumsum(counts)[:-1]), strict=True):
-            boxes = xyxy[rows].astype(np.float32)
+        for i, frame in enumerate(frames):
+            lo, hi = bounds[i], bounds[i + 1]
+            keep = lo + nms(xyxy[lo:hi], confidence[lo:hi], class_id[lo:hi], p.iou)[: p.max_det]
+            boxes = xyxy[keep]
             if frame.letterbox is None:
                 raise ValueError(f"frame {frame.camera_id}#{frame.seq} reached decode without a letterbox")
             frame.letterbox.to_original(boxes, frame.width, frame.height)
-            results.append(Detections(boxes, confidence[rows].astype(np.float32), class_id[rows].astype(np.int64)))
+            results.append(Detections(boxes, confidence[keep].astype(np.float32), class_id[keep].astype(np.int64)))
         return results

@@ -32,14 +32,15 @@ class Sink(ABC):
 
 
 class SinkStage(Stage):
-    def __init__(self, sink: Sink, inp: BoundedQueue, cameras: list[str]) -> None:
-        super().__init__(f"sink[{sink.name}]")
+    def __init__(self, index: int, sink: Sink, inp: BoundedQueue, cameras: list[str]) -> None:
+        # The config index keeps names unique when two sinks write files of the same name.
+        super().__init__(f"sink[{index}:{sink.name}]")
         self.sink = sink
         self.inp = inp
         self.cameras = set(cameras)
 
     def run(self, ctx: StageContext) -> None:
-        stats = ctx.metrics.stage("sink")
+        stats = ctx.metrics.stage(self.name)
         active = set(self.cameras)
         self.sink.open()
         try:

@@ -45,7 +45,6 @@ class JsonlSink(Sink):
         self.path = Path(path)
         self.name = f"jsonl:{self.path.name}"
         self._file: IO[str] | None = None
-        self.records = 0
 
     def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -56,7 +55,6 @@ class JsonlSink(Sink):
             raise RuntimeError(f"{self.name}: write() before open()")
         self._file.write(json.dumps(frame_record(result, time.monotonic()), separators=(",", ":")) + "\n")
         self._file.flush()
-        self.records += 1
 
     def close(self) -> None:
         if self._file is not None:

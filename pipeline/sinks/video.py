@@ -19,13 +19,11 @@ from pipeline.sinks.base import Sink
 log = logging.getLogger(__name__)
 
 # Distinct BGR colours, picked by class id.
-PALETTE = np.array(
-    [(56, 56, 255), (151, 157, 255), (31, 112, 255), (29, 178, 255), (49, 210, 207), (10, 249, 72),
+PALETTE: list[tuple[int, int, int]] = [
+    (56, 56, 255), (151, 157, 255), (31, 112, 255), (29, 178, 255), (49, 210, 207), (10, 249, 72),
      (23, 204, 146), (134, 219, 61), (52, 147, 26), (187, 212, 0), (168, 153, 44), (255, 194, 0),
      (147, 69, 52), (255, 115, 100), (236, 24, 0), (255, 56, 132), (133, 0, 82), (255, 56, 203),
-     (200, 149, 255), (199, 55, 255)],
-    np.uint8,
-)
+     (200, 149, 255), (199, 55, 255)]
 
 
 @dataclass(slots=True)
@@ -41,7 +39,7 @@ def draw_detections(canvas: np.ndarray, result: FrameResult) -> None:
     det = result.detections
     thickness = max(1, round(min(canvas.shape[:2]) / 400))
     for (x1, y1, x2, y2), conf, cls in zip(det.xyxy.astype(int).tolist(), det.confidence.tolist(), det.class_id.tolist(), strict=True):
-        color = tuple(int(c) for c in PALETTE[cls % len(PALETTE)])
+        color = PALETTE[cls % len(PALETTE)]
         cv2.rectangle(canvas, (x1, y1), (x2, y2), color, thickness)
         label = f"{result.class_names.get(cls, str(cls))} {conf:.2f}"
         (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)

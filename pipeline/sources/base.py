@@ -37,8 +37,7 @@ class SourceFrame:
 
 
 class Source(ABC):
-    #: Live sources (cameras, paced files) default to the drop_oldest policy.
-    live: bool = False
+    """Opens, reads, closes. Whether a source is live (drop_oldest) is the camera config's call."""
 
     @property
     @abstractmethod
@@ -72,7 +71,7 @@ class CaptureStage(Stage):
 
     def run(self, ctx: StageContext) -> None:
         cam = ctx.metrics.camera(self.camera_id)
-        stage = ctx.metrics.stage("capture")
+        stage = ctx.metrics.stage(self.name)
         info = self.source.open()
         cam.total_frames = info.total_frames
         cam.source_fps = self.fps or info.fps

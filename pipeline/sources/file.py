@@ -13,10 +13,9 @@ log = logging.getLogger(__name__)
 
 
 class VideoFileSource(Source):
-    def __init__(self, path: Path, *, loop: bool = False, live: bool = False, max_frames: int | None = None) -> None:
+    def __init__(self, path: Path, *, loop: bool = False, max_frames: int | None = None) -> None:
         self.path = Path(path)
         self.loop = loop
-        self.live = live
         self.max_frames = max_frames
         self._frames_total = 0
         self._cap: cv2.VideoCapture | None = None
@@ -53,6 +52,12 @@ class VideoFileSource(Source):
             self._frames_read = 0
             ok, image = self._cap.read()
         if not ok:
+            expected = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT))
+            # FFmpeg's count can be off by a frame or two; more than that means the file is cut
+            # short or damaged. Report it rather than end as if all was well.
+            if not self.loop and expected > 0 and self._frames_total < expected - 2:
+                log.warning("video %s ended after %d of %d frames: truncated or corrupt?", self.path,
+                            self._frames_total, expected)
             return None
         self._frames_read += 1
         self._frames_total += 1

@@ -1,4 +1,4 @@
-"""Synthetic source: moving filled rectangles on a grey background, at a given size and rate.
+"""Synthetic source: a moving filled rectangle on a grey background, at a given size.
 
 For tests and benchmarks that need a camera with known timing and no decoder in the way."""
 
@@ -10,12 +10,10 @@ from pipeline.sources.base import Source, SourceFrame, SourceInfo
 
 
 class SyntheticSource(Source):
-    def __init__(self, width: int, height: int, *, frames: int | None, fps: float, live: bool, name: str = "synthetic") -> None:
+    def __init__(self, width: int, height: int, *, frames: int | None, name: str = "synthetic") -> None:
         self.width = width
         self.height = height
         self.frames = frames
-        self.fps = fps
-        self.live = live
         self._name = name
         self._index = 0
         self._background = np.full((height, width, 3), 90, np.uint8)
@@ -26,7 +24,7 @@ class SyntheticSource(Source):
 
     def open(self) -> SourceInfo:
         self._index = 0
-        return SourceInfo(fps=self.fps, total_frames=self.frames)
+        return SourceInfo(fps=None, total_frames=self.frames)  # the rate is the capture stage's pacing
 
     def read(self) -> SourceFrame | None:
         if self.frames is not None and self._index >= self.frames:

@@ -14,6 +14,10 @@ from pipeline.sources.synthetic import SyntheticSource
 from pipeline.stage import StageContext
 
 
+def take_all(q):
+    return [q.get_nowait() for _ in range(len(q))]
+
+
 def read_all(source):
     info = source.open()
     frames = []
@@ -69,12 +73,12 @@ def test_empty_image_directory(tmp_path):
 
 def test_capture_stage_paces_a_realtime_source_and_ends_with_a_sentinel():
     q = BoundedQueue("q", 1000, QueuePolicy.DROP_OLDEST)
-    stage = CaptureStage("cam", SyntheticSource(64, 48, frames=40, fps=40, live=True), q, realtime=True)
+    stage = CaptureStage("cam", SyntheticSource(64, 48, frames=40), q, realtime=True, fps=40)
     ctx = StageContext()
     t0 = time.monotonic()
     stage.run(ctx)
     elapsed = time.monotonic() - t0
-    items = q.drain()
+    items = take_all(q)
     assert isinstance(items[-1], EndOfStream) and items[-1].camera_id == "cam"
     frames = items[:-1]
     assert [f.seq for f in frames] == list(range(40))
@@ -86,10 +90,10 @@ def test_capture_stage_paces_a_realtime_source_and_ends_with_a_sentinel():
 
 def test_capture_stage_stops_on_drain():
     q = BoundedQueue("q", 10, QueuePolicy.DROP_OLDEST)
-    stage = CaptureStage("cam", SyntheticSource(64, 48, frames=None, fps=30, live=True), q, realtime=True)
+    stage = CaptureStage("cam", SyntheticSource(64, 48, frames=None), q, realtime=True, fps=30)
     ctx = StageContext()
     threading.Timer(0.3, ctx.drain.set).start()
     t0 = time.monotonic()
     stage.run(ctx)
     assert time.monotonic() - t0 < 1.0
-    assert isinstance(q.drain()[-1], EndOfStream)
+    assert isinstance(take_all(q)[-1], EndOfStream)
