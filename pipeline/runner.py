@@ -97,8 +97,9 @@ def format_summary(summary: RunSummary) -> str:
         drops = sum(c.drops.values())
         lines.append(f"{c.camera_id:<16}{c.frames_in:>7}{c.frames_out:>7}{drops:>8}{c.fps_out:>8.2f}"
                      f"{c.age_p50_ms:>8.1f}ms{c.age_p99_ms:>8.1f}ms")
-    lines += ["", f"{'stage':<28}{'items':>7}{'ms/item':>10}{'ms/call':>10}{'age p50':>10}{'age p99':>10}"]
+    width = max([16] + [len(s.name) + 2 for s in summary.stages])
+    lines += ["", f"{'stage':<{width}}{'items':>7}{'ms/item':>10}{'ms/call':>10}{'age p50':>10}{'age p99':>10}"]
     for s in summary.stages:
         ages = f"{s.age_p50_ms:>8.1f}ms{s.age_p99_ms:>8.1f}ms" if s.age_p50_ms == s.age_p50_ms else f"{'-':>10}{'-':>10}"
-        lines.append(f"{s.name:<28}{s.items:>7}{s.mean_ms_per_item:>10.2f}{s.mean_ms_per_call:>10.2f}{ages}")
+        lines.append(f"{s.name:<{width}}{s.items:>7}{s.mean_ms_per_item:>10.2f}{s.mean_ms_per_call:>10.2f}{ages}")
     return "\n".join(lines)

@@ -93,8 +93,10 @@ class VideoSink(Sink):
         cam.last_mono = frame.capture_mono
         np.copyto(cam.canvas, frame.image)
         draw_detections(cam.canvas, result)
-        cv2.putText(cam.canvas, f"{frame.camera_id}  {cam.fps:.1f} fps", (8, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.6,
-                    (0, 255, 255), 2, cv2.LINE_AA)
+        header = f"{frame.camera_id}  {cam.fps:.1f} fps"
+        (tw, th), base = cv2.getTextSize(header, cv2.FONT_HERSHEY_SIMPLEX, 0.6, 2)
+        cv2.rectangle(cam.canvas, (0, 0), (tw + 16, th + base + 12), (0, 0, 0), -1)
+        cv2.putText(cam.canvas, header, (8, th + 6), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 255, 255), 2, cv2.LINE_AA)
         cam.writer.write(cam.canvas)
 
     def end_camera(self, camera_id: str) -> None:
