@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import queue
 import time
 
 from pipeline.backends.base import Backend
 from pipeline.frames import EndOfStream
 from pipeline.preprocess import SlotRing
-from pipeline.queues import POLL_S, BoundedQueue, Stopped
-from pipeline.stage import Stage, StageContext
+from pipeline.queues import BoundedQueue
+from pipeline.stage import Stage, StageContext, consume
 
 
 class InferenceStage(Stage):
@@ -24,16 +23,8 @@ class InferenceStage(Stage):
 
     def run(self, ctx: StageContext) -> None:
         stats = ctx.metrics.stage(self.name)
-        active = set(self.cameras)
-        while active:
-            if ctx.stop.is_set():
-                raise Stopped
-            try:
-                item = self.inp.get(POLL_S)
-            except queue.Empty:
-                continue
+        for item in consume(self.inp, self.cameras, ctx):
             if isinstance(item, EndOfStream):
-                active.discard(item.camera_id)
                 self.out.put(item, ctx.stop)
                 continue
             now = time.monotonic()

@@ -11,15 +11,17 @@ Two ways to end a run:
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 import traceback
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
+from pipeline.frames import EndOfStream
 from pipeline.metrics import Metrics
-from pipeline.queues import Stopped
+from pipeline.queues import POLL_S, BoundedQueue, Stopped
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,22 @@ class Stage(ABC):
 
     @abstractmethod
     def run(self, ctx: StageContext) -> None: ...
+
+
+def consume(inp: BoundedQueue, cameras: Iterable[str], ctx: StageContext) -> Iterator[object]:
+    """Yields what arrives on `inp` until every camera in `cameras` has sent its EndOfStream (the
+    sentinels are yielded too, so the stage can pass them on). Raises Stopped when the graph stops."""
+    active = set(cameras)
+    while active:
+        if ctx.stop.is_set():
+            raise Stopped
+        try:
+            item = inp.get(POLL_S)
+        except queue.Empty:
+            continue
+        if isinstance(item, EndOfStream):
+            active.discard(item.camera_id)
+        yield item
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import queue
 import time
 
 from pipeline.frames import Batch, EndOfStream, FrameResult
 from pipeline.postprocess.yolo import YoloDecoder
 from pipeline.preprocess import SlotRing
-from pipeline.queues import POLL_S, BoundedQueue, Stopped
-from pipeline.stage import Stage, StageContext
+from pipeline.queues import BoundedQueue
+from pipeline.stage import Stage, StageContext, consume
 
 
 class PostprocessStage(Stage):
@@ -26,16 +25,8 @@ class PostprocessStage(Stage):
     def run(self, ctx: StageContext) -> None:
         stats = ctx.metrics.stage(self.name)
         cameras = {cid: ctx.metrics.camera(cid) for cid in self.routes}
-        active = set(self.routes)
-        while active:
-            if ctx.stop.is_set():
-                raise Stopped
-            try:
-                item = self.inp.get(POLL_S)
-            except queue.Empty:
-                continue
+        for item in consume(self.inp, self.routes, ctx):
             if isinstance(item, EndOfStream):
-                active.discard(item.camera_id)
                 for q in self.routes[item.camera_id]:
                     q.put(item, ctx.stop)
                 continue

@@ -50,29 +50,22 @@ class YoloDecoder:
         )
 
     def _check_layout(self, shape: tuple[int, ...], nc: int | None) -> int:
+        """The number of classes the output holds; LayoutError if it does not fit the family."""
         if len(shape) != 2:
             raise LayoutError(
                 f"family {self.family!r} expects a 3D output [batch, ...], got one row of shape {list(shape)}"
             )
-        if self.family == "yolov8":
-            channels, anchors = shape
-            expected = f"[batch, 4+nc, anchors]{f' = [batch, {4 + nc}, N]' if nc else ''}"
-            fits = channels > 4 and (nc is None or channels == 4 + nc) and anchors > channels
-            hint = " This looks like the YOLOv5 layout [batch, anchors, 5+nc]: set family: yolov5." if (
-                anchors > 5 and (nc is None or anchors == 5 + nc)
-            ) else ""
-            if not fits:
-                raise LayoutError(f"family 'yolov8' expects output {expected}, got [batch, {channels}, {anchors}].{hint}")
-            return channels - 4
-        anchors, channels = shape
-        expected = f"[batch, anchors, 5+nc]{f' = [batch, N, {5 + nc}]' if nc else ''}"
-        fits = channels > 5 and (nc is None or channels == 5 + nc) and anchors > channels
-        hint = " This looks like the YOLOv8/YOLO11 layout [batch, 4+nc, anchors]: set family: yolov8." if (
-            anchors > 4 and (nc is None or anchors == 4 + nc)
-        ) else ""
-        if not fits:
-            raise LayoutError(f"family 'yolov5' expects output {expected}, got [batch, {anchors}, {channels}].{hint}")
-        return channels - 5
+        v8 = self.family == "yolov8"
+        if _fits(shape, v8, nc):
+            return (shape[0] - 4) if v8 else (shape[1] - 5)
+        expected = "[batch, 4+nc, anchors]" if v8 else "[batch, anchors, 5+nc]"
+        if nc:
+            expected += f" = [batch, {4 + nc}, N]" if v8 else f" = [batch, N, {5 + nc}]"
+        hint = ""
+        if _fits(shape, not v8, nc):
+            hint = (" This looks like the YOLOv5 layout [batch, anchors, 5+nc]: set family: yolov5." if v8 else
+                    " This looks like the YOLOv8/YOLO11 layout [batch, 4+nc, anchors]: set family: yolov8.")
+        raise LayoutError(f"family {self.family!r} expects output {expected}, got [batch, {shape[0]}, {shape[1]}].{hint}")
 
     def decode(self, output: np.ndarray, frames: Sequence[Frame]) -> list[Detections]:
         """`output`: rows 0..len(frames)-1 of the model output. Frames carry their letterbox."""
@@ -117,3 +110,10 @@ class YoloDecoder:
             frame.letterbox.to_original(boxes, frame.width, frame.height)
             results.append(Detections(boxes, confidence[keep].astype(np.float32), class_id[keep].astype(np.int64)))
         return results
+
+
+def _fits(shape: tuple[int, ...], v8: bool, nc: int | None) -> bool:
+    """Whether one output row fits the v8 layout (4+nc, anchors) or the v5 layout (anchors, 5+nc)."""
+    channels, anchors = shape if v8 else shape[::-1]
+    fixed = 4 if v8 else 5
+    return channels > fixed and (nc is None or channels == fixed + nc) and anchors > channels

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-import queue
 import time
 from abc import ABC, abstractmethod
 
 from pipeline.frames import EndOfStream, FrameResult
-from pipeline.queues import POLL_S, BoundedQueue, Stopped
-from pipeline.stage import Stage, StageContext
+from pipeline.queues import BoundedQueue
+from pipeline.stage import Stage, StageContext, consume
 
 log = logging.getLogger(__name__)
 
@@ -41,18 +40,10 @@ class SinkStage(Stage):
 
     def run(self, ctx: StageContext) -> None:
         stats = ctx.metrics.stage(self.name)
-        active = set(self.cameras)
         self.sink.open()
         try:
-            while active:
-                if ctx.stop.is_set():
-                    raise Stopped
-                try:
-                    item = self.inp.get(POLL_S)
-                except queue.Empty:
-                    continue
+            for item in consume(self.inp, self.cameras, ctx):
                 if isinstance(item, EndOfStream):
-                    active.discard(item.camera_id)
                     self.sink.end_camera(item.camera_id)
                     continue
                 t0 = time.perf_counter()
