@@ -122,7 +122,8 @@ def _execute(loaded: LoadedConfig, no_progress: bool) -> int:
     try:
         pipeline = loaded.config.pipeline
         summary = execute(graph, drain_timeout_s=pipeline.drain_timeout_s, on_progress=update,
-                          gil_switch_interval_s=pipeline.gil_switch_interval_ms / 1000.0)
+                          gil_switch_interval_s=pipeline.gil_switch_interval_ms / 1000.0,
+                          opencv_threads=pipeline.opencv_threads)
     finally:
         close()
     print(format_summary(summary))

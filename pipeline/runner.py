@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
 
+import cv2
+
 from pipeline.graph import Graph
 from pipeline.metrics import CameraSummary, StageSummary
 
@@ -34,11 +36,12 @@ class RunSummary:
 
 
 def execute(graph: Graph, *, drain_timeout_s: float = 30.0, on_progress: Callable[[int, int | None], None] | None = None,
-            handle_signals: bool = True, close_backends: bool = True, gil_switch_interval_s: float | None = 0.0002) -> RunSummary:
+            handle_signals: bool = True, close_backends: bool = True, gil_switch_interval_s: float | None = 0.0002,
+            opencv_threads: int | None = 1) -> RunSummary:
     """Starts the graph and waits for it. The first SIGINT/SIGTERM drains (queued frames finish,
     files close, exit 0); a second one, or a drain longer than `drain_timeout_s`, stops at once.
-    Raises GraphFailed if a stage failed. The GIL switch interval is set for the run's duration
-    (see PipelineConfig.gil_switch_interval_ms) and restored afterwards."""
+    Raises GraphFailed if a stage failed. The GIL switch interval and OpenCV's thread count are set
+    for the run's duration (see PipelineConfig) and restored afterwards."""
     runner = graph.runner
     interrupted = threading.Event()
     drain_started: list[float] = []
@@ -68,13 +71,17 @@ def execute(graph: Graph, *, drain_timeout_s: float = 30.0, on_progress: Callabl
             runner.stop()
 
     previous_switch = sys.getswitchinterval()
+    previous_cv_threads = cv2.getNumThreads()
     if gil_switch_interval_s is not None:
         sys.setswitchinterval(gil_switch_interval_s)
+    if opencv_threads is not None:
+        cv2.setNumThreads(opencv_threads if opencv_threads > 0 else -1)  # -1: OpenCV's default
     start = time.monotonic()
     try:
         runner.run(on_tick=tick)
     finally:
         sys.setswitchinterval(previous_switch)
+        cv2.setNumThreads(previous_cv_threads)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         if close_backends:

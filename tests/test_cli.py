@@ -1,7 +1,6 @@
 """The command-line contract, run as a user runs it (subprocesses, real files)."""
 
 import json
-import os
 import re
 import signal
 import subprocess

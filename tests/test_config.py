@@ -2,7 +2,6 @@
 
 Each case marks the line the error must point at with `#<`."""
 
-import os
 import textwrap
 from pathlib import Path
 
