@@ -3,12 +3,12 @@
 
 Run with a separate virtualenv that has ultralytics + CPU torch (NOT the project venv):
 
-    python3.11 -m venv /work/ulvenv
-    /work/ulvenv/bin/pip install torch==2.14.1 torchvision==0.29.1
-    /work/ulvenv/bin/pip install --no-deps ultralytics
-    /work/ulvenv/bin/pip install numpy matplotlib opencv-python pillow pyyaml requests psutil \
+    python3.11 -m venv /tmp/ulvenv
+    /tmp/ulvenv/bin/pip install torch==2.14.1 torchvision==0.29.1
+    /tmp/ulvenv/bin/pip install --no-deps ultralytics
+    /tmp/ulvenv/bin/pip install numpy matplotlib opencv-python pillow pyyaml requests psutil \
         polars ultralytics-thop onnxruntime onnx
-    /work/ulvenv/bin/python tests/tools/make_ultralytics_reference.py
+    /tmp/ulvenv/bin/python tests/tools/make_ultralytics_reference.py
 
 Writes tests/fixtures/ultralytics_reference.json, which the numpy postprocessing tests compare
 against without needing torch.
