@@ -133,18 +133,21 @@ def run_bench(model_path: Path, video: Path, *, frames: int = 0, batch: int = 1,
             ("cameras", 0, "source", "max_frames"): "--frames"})
         models = load_models(loaded, intra_op_threads=threads)
         model = models["model"]
+        if rounds < 1:
+            raise ValueError(f"rounds must be at least 1, got {rounds}")
         raw_runs = [_raw_fps(model, video, frames)]
         pipe_runs = []
-        summary = None
+        summaries = []
         for _ in range(rounds):
             summary = execute(build_graph(loaded, models), handle_signals=False, close_backends=False,
                               gil_switch_interval_s=gil_switch_ms / 1000.0)
             pipe_runs.append(summary.fps)
+            summaries.append(summary)
             raw_runs.append(_raw_fps(model, video, frames))
         seq = _sequential_fps(model, video, frames, Path(tmp) / "sequential.jsonl") if sequential else None
         model.backend.close()
-    assert summary is not None  # noqa: S101 - rounds >= 1 is checked by the CLI
-    return BenchResult(Path(model_path), video, summary.frames_out, batch, tuple(raw_runs), tuple(pipe_runs), seq, summary)
+    last = summaries[-1]
+    return BenchResult(Path(model_path), video, last.frames_out, batch, tuple(raw_runs), tuple(pipe_runs), seq, last)
 
 
 def format_bench(r: BenchResult) -> str:

@@ -376,7 +376,7 @@ def _node_kind(node: yaml.Node) -> str:
     return "list" if isinstance(node, yaml.SequenceNode) else "single value" if isinstance(node, yaml.ScalarNode) else "mapping"
 
 
-def _did_you_mean(word: str, choices: list[str]) -> str:
+def did_you_mean(word: str, choices: list[str]) -> str:
     close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
@@ -397,7 +397,7 @@ def cross_check(loaded: LoadedConfig) -> list[ConfigIssue]:
     for i, cam in enumerate(cfg.cameras):
         if cam.model not in model_ids:
             issues.append(loaded.issue(("cameras", i, "model"),
-                                       f"camera {cam.id!r} refers to unknown model {cam.model!r}{_did_you_mean(cam.model, model_ids)}; models are {model_ids}"))
+                                       f"camera {cam.id!r} refers to unknown model {cam.model!r}{did_you_mean(cam.model, model_ids)}; models are {model_ids}"))
     used = {c.model for c in cfg.cameras}
     for i, model in enumerate(cfg.models):
         if model.id not in used:
@@ -409,7 +409,7 @@ def cross_check(loaded: LoadedConfig) -> list[ConfigIssue]:
                 issues.append(loaded.issue(("sinks", i, "cameras", j), f"camera {cam_id!r} is listed twice"))
             elif cam_id not in camera_ids:
                 issues.append(loaded.issue(("sinks", i, "cameras", j),
-                                           f"unknown camera {cam_id!r}{_did_you_mean(cam_id, camera_ids)}; cameras are {camera_ids}"))
+                                           f"unknown camera {cam_id!r}{did_you_mean(cam_id, camera_ids)}; cameras are {camera_ids}"))
         if isinstance(sink, VideoSinkConfig) and len(cfg.sink_cameras(sink)) > 1 and "{camera}" not in str(sink.path):
             issues.append(loaded.issue(("sinks", i, "path"),
                                        f"a video sink for {len(cfg.sink_cameras(sink))} cameras needs '{{camera}}' in its path "
@@ -546,7 +546,7 @@ def _issue_from_pydantic(file: str, lines: dict[tuple[Any, ...], int], data: Any
         model = _model_at(data, path[:-1])
         allowed = list(model.model_fields) if model else []
         key = str(path[-1])
-        hint = _did_you_mean(key, allowed)
+        hint = did_you_mean(key, allowed)
         message = f"unknown key{hint}" + ("" if hint or not allowed else f"; expected one of: {', '.join(allowed)}")
     elif kind == "missing" and path and isinstance(path[-1], int):
         path = path[:-1]  # a fixed-length list (e.g. input_size) is one short
@@ -560,11 +560,11 @@ def _issue_from_pydantic(file: str, lines: dict[tuple[Any, ...], int], data: Any
         else:
             tag = str(ctx.get("tag", ""))
             path = (*path, "type")
-            message = f"unknown type {tag!r}{_did_you_mean(tag, expected)}; expected one of {', '.join(expected)}"
+            message = f"unknown type {tag!r}{did_you_mean(tag, expected)}; expected one of {', '.join(expected)}"
     elif kind == "literal_error":
         expected_text = str(ctx.get("expected", ""))
         choices = re.findall(r"'([^']*)'", expected_text)
-        message = f"expected {expected_text}, got {_show(value)}{_did_you_mean(str(value), choices)}"
+        message = f"expected {expected_text}, got {_show(value)}{did_you_mean(str(value), choices)}"
     elif kind in ("model_type", "dict_type", "model_attributes_type"):
         tags = _union_tags(data, path)
         wanted = f"a mapping with type: one of {', '.join(tags)}" if tags else "a mapping of keys"

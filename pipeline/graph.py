@@ -25,7 +25,7 @@ from pipeline.config import (
     SyntheticSourceConfig,
     VideoSinkConfig,
     check_files,
-    _did_you_mean,
+    did_you_mean,
 )
 from pipeline.inference import InferenceStage
 from pipeline.postprocess.stage import PostprocessStage
@@ -118,7 +118,7 @@ def _resolve_classes(loaded: LoadedConfig, index: int, mcfg: ModelConfig, names:
             ids.add(by_name[entry])
         else:
             issues.append(loaded.issue(("models", index, "classes", j),
-                                       f"unknown class name {entry!r}{_did_you_mean(entry, list(by_name))}"))
+                                       f"unknown class name {entry!r}{did_you_mean(entry, list(by_name))}"))
     return frozenset(ids), issues
 
 
@@ -151,10 +151,11 @@ def build_graph(loaded: LoadedConfig, models: dict[str, LoadedModel] | None = No
         sink: Sink
         if isinstance(sink_cfg, JsonlSinkConfig):
             sink = JsonlSink(sink_cfg.path)
-        else:
-            assert isinstance(sink_cfg, VideoSinkConfig)  # noqa: S101 - the union has two members
+        elif isinstance(sink_cfg, VideoSinkConfig):
             sink = VideoSink(sink_cfg.path, fps=sink_cfg.fps, codec=sink_cfg.codec,
                              source_fps=lambda cid: metrics.camera(cid).source_fps)
+        else:
+            raise TypeError(f"sinks[{index}]: no sink class for {type(sink_cfg).__name__}")
         q = BoundedQueue(f"{sink.name}", cfg.pipeline.queue_size, QueuePolicy.BLOCK)
         for cid in cams:
             routes[cid].append(q)
