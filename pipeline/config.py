@@ -509,6 +509,8 @@ def _has(node: Any, part: Any) -> bool:
 
 
 def _unwrap(ann: Any, node: Any) -> Any:
+    """Strips Annotated and Optional, and picks the union member that validates `node` (by its
+    `type:` tag for tagged mappings). None when a tag matches no member."""
     while True:
         origin = typing.get_origin(ann)
         if origin is Annotated:
@@ -525,8 +527,9 @@ def _unwrap(ann: Any, node: Any) -> Any:
                     return None
                 ann = match[0]
             else:
-                non_model = [m for m in members if m not in models]
-                ann = non_model[0] if len(non_model) == 1 and not isinstance(node, dict) else (models[0] if len(models) == 1 else members[0])
+                # No tag to go by: the first member that holds this kind of value (mapping or not).
+                fitting = [m for m in members if (m in models) == isinstance(node, dict)]
+                ann = (fitting or members)[0]
         else:
             return ann
 
