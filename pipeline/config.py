@@ -35,6 +35,12 @@ from pydantic import (
 from pipeline.paths import SHARED_ENV, shared_dir
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+FOURCC_PATTERN = r"^[A-Za-z0-9 ]{4}$"
+# What each pattern means, for error messages (a regex is no help to a user).
+PATTERN_MEANING = {
+    ID_PATTERN: "an id of letters, digits, '_', '.' or '-', starting with a letter or digit, at most 64 long",
+    FOURCC_PATTERN: "a 4-character FourCC codec code such as mp4v, avc1 or MJPG",
+}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -162,7 +168,7 @@ class VideoSinkConfig(Strict):
     path: ConfigPath  # must contain {camera} when the sink takes more than one camera
     cameras: list[str] | None = None
     fps: float | None = Field(None, gt=0, le=1000)  # default: the source's rate (25 if unknown)
-    codec: str = Field("mp4v", pattern=r"^[A-Za-z0-9 ]{4}$")
+    codec: str = Field("mp4v", pattern=FOURCC_PATTERN)
 
 
 SinkConfig = Annotated[Union[JsonlSinkConfig, VideoSinkConfig], Field(discriminator="type")]
@@ -209,7 +215,8 @@ class LoadedConfig:
     lines: dict[tuple[Any, ...], int]
 
     def line_of(self, path: tuple[Any, ...]) -> int:
-        return _line_of(self.lines, path)
+        """The line of `path` (or of its nearest parent) in the file; 0 for configs built in code."""
+        return _line_of(self.lines, path) if self.lines else 0
 
     def issue(self, path: tuple[Any, ...], message: str) -> ConfigIssue:
         return ConfigIssue(self.file, self.line_of(path), format_path(path), message)
@@ -325,7 +332,11 @@ def load_config(path: str | Path) -> LoadedConfig:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
-        raise ConfigError([ConfigIssue(file, line, "", f"YAML syntax error: {exc.problem or exc}")]) from None
+        message = f"YAML syntax error: {exc.problem or exc}"
+        if exc.context and exc.context_mark is not None and exc.context_mark.line + 1 != line:
+            # e.g. an unclosed [ is noticed lines later: name where it opened too
+            message += f" ({exc.context} that starts on line {exc.context_mark.line + 1}; check indentation and brackets)"
+        raise ConfigError([ConfigIssue(file, line, "", message)]) from None
     except yaml.YAMLError as exc:
         raise ConfigError([ConfigIssue(file, 1, "", f"YAML error: {exc}")]) from None
     if root is None:
@@ -572,6 +583,8 @@ def _issue_from_pydantic(file: str, lines: dict[tuple[Any, ...], int], data: Any
         tags = _union_tags(data, path)
         wanted = f"a mapping with type: one of {', '.join(tags)}" if tags else "a mapping of keys"
         message = f"expected {wanted}, got {_show(value)}"
+    elif kind == "string_pattern_mismatch" and ctx.get("pattern") in PATTERN_MEANING:
+        message = f"expected {PATTERN_MEANING[ctx['pattern']]}, got {_show(value)}"
     elif kind == "list_type":
         message = f"expected a list, got {_show(value)}"
     else:

@@ -81,7 +81,9 @@ def load_models(loaded: LoadedConfig, *, intra_op_threads: int | None = None) ->
                                        f"(set batch: {info.max_batch}, or export the model with a dynamic batch)"))
         if len(info.outputs) != 1:
             issues.append(loaded.issue(("models", i, "family"),
-                                       f"family {mcfg.family!r} expects one output tensor, model has {[o.name for o in info.outputs]}"))
+                                       f"family {mcfg.family!r} expects one output tensor, {info.path.name} has "
+                                       f"{len(info.outputs)}: {[o.name for o in info.outputs]} (not a YOLO detection "
+                                       f"export this build can decode)"))
             continue
         class_ids, class_issues = _resolve_classes(loaded, i, mcfg, info.class_names)
         issues.extend(class_issues)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 AGE_WINDOW = 8192
+_STAGE_ORDER = {"capture": 0, "preprocess": 1, "inference": 2, "postprocess": 3, "sink": 4}
 
 
 class AgeWindow:
@@ -108,8 +109,9 @@ class Metrics:
             cam.drops[reason] += 1
 
     def stage_summaries(self) -> list[StageSummary]:
+        """Per stage, in data-path order (capture, preprocess, inference, postprocess, sinks)."""
         with self._lock:
-            stages = list(self._stages.values())
+            stages = sorted(self._stages.values(), key=lambda s: (_STAGE_ORDER.get(s.name.split("[")[0], 99), s.name))
         out = []
         for s in stages:
             p50, p99 = s.ages.percentiles(50, 99)

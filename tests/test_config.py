@@ -90,7 +90,7 @@ MALFORMED = {
         "sinks[0].path", "a video sink for 2 cameras needs '{camera}' in its path"),
     "two sinks write one file": (VALID + "  - type: jsonl\n    path: out/lobby.jsonl #<\n", "sinks[1].path", "same output file as sinks[0]"),
     "camera id with a space": (VALID.replace("  - id: lobby", "  - id: front door #<"), "cameras[0].id",
-                               "string should match pattern"),
+                               "expected an id of letters, digits"),
     "input size with one number": (VALID.replace("    path: ${VIGIL_SHARED}/models/yolov8n.onnx\n",
                                                  "    path: ${VIGIL_SHARED}/models/yolov8n.onnx\n    input_size: [640] #<\n"),
                                    "models[0].input_size", "too few items: expected input_size with more entries, got [640]"),

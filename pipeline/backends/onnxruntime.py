@@ -35,6 +35,7 @@ class OnnxRuntimeBackend:
             raise ModelLoadError(missing_model_message(self.path))
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3  # errors only: ORT's graph warnings are noise to our users
         if intra_op_threads:
             options.intra_op_num_threads = intra_op_threads
         self.providers = _providers(device)

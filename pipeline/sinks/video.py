@@ -35,6 +35,17 @@ class _CameraWriter:
     fps: float = 0.0
 
 
+def _fit_into(image: np.ndarray, canvas: np.ndarray) -> None:
+    """Scales `image` to fit `canvas`, centred, keeping its aspect ratio; the rest is black."""
+    ch, cw = canvas.shape[:2]
+    h, w = image.shape[:2]
+    scale = min(cw / w, ch / h)
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    x, y = (cw - nw) // 2, (ch - nh) // 2
+    canvas.fill(0)
+    cv2.resize(image, (nw, nh), dst=canvas[y : y + nh, x : x + nw], interpolation=cv2.INTER_AREA)
+
+
 def draw_detections(canvas: np.ndarray, result: FrameResult) -> None:
     det = result.detections
     thickness = max(1, round(min(canvas.shape[:2]) / 400))
@@ -81,18 +92,20 @@ class VideoSink(Sink):
     def write(self, result: FrameResult) -> None:
         frame = result.frame
         cam = self._writers.get(frame.camera_id) or self._open_camera(result)
-        if frame.image.shape != cam.canvas.shape:
-            raise ValueError(
-                f"camera {frame.camera_id}: frame size changed from {cam.canvas.shape[1]}x{cam.canvas.shape[0]} "
-                f"to {frame.width}x{frame.height}; one video file needs one size"
-            )
         if cam.last_mono is not None:
             dt = frame.capture_mono - cam.last_mono
             if dt > 0:
                 cam.fps = 1.0 / dt if cam.fps == 0 else 0.9 * cam.fps + 0.1 / dt
         cam.last_mono = frame.capture_mono
-        np.copyto(cam.canvas, frame.image)
-        draw_detections(cam.canvas, result)
+        if frame.image.shape == cam.canvas.shape:
+            np.copyto(cam.canvas, frame.image)
+            draw_detections(cam.canvas, result)
+        else:
+            # A directory of images of mixed sizes: one video file has one size, so this frame is
+            # drawn at its own size and fitted (letterboxed, black bars) into the file's.
+            drawn = frame.image.copy()
+            draw_detections(drawn, result)
+            _fit_into(drawn, cam.canvas)
         header = f"{frame.camera_id}  {cam.fps:.1f} fps"
         (tw, th), base = cv2.getTextSize(header, cv2.FONT_HERSHEY_SIMPLEX, 0.6, 2)
         cv2.rectangle(cam.canvas, (0, 0), (tw + 16, th + base + 12), (0, 0, 0), -1)

@@ -105,7 +105,8 @@ class CaptureStage(Stage):
                 seq += 1
         finally:
             self.source.close()
-        log.info("camera %s: end of stream after %d frames", self.camera_id, seq)
+        how = "stopped" if ctx.drain.is_set() else "end of stream"
+        log.info("camera %s: %s after %d frames", self.camera_id, how, seq)
         self.out.put(EndOfStream(self.camera_id), ctx.stop)
 
 

@@ -57,3 +57,19 @@ def test_video_sink_writes_one_file_per_camera_and_leaves_frames_untouched(tmp_p
     assert len(frames) == 5 and frames[0].shape == (240, 320, 3)
     assert cap.get(cv2.CAP_PROP_FPS) == 10
     assert np.abs(frames[0].astype(int) - 80).max() > 50, "boxes and labels are drawn"
+
+
+def test_video_sink_fits_frames_of_another_size_into_the_file(tmp_path):
+    sink = VideoSink(tmp_path / "{camera}.mp4", fps=5, source_fps=lambda cid: None)
+    sink.open()
+    sink.write(result(0, 320, 240))
+    sink.write(result(1, 480, 640))  # portrait image in a landscape video: letterboxed, not an error
+    sink.close()
+    cap = cv2.VideoCapture(str(tmp_path / "cam.mp4"))
+    shapes = []
+    while True:
+        ok, image = cap.read()
+        if not ok:
+            break
+        shapes.append(image.shape)
+    assert shapes == [(240, 320, 3), (240, 320, 3)]
