@@ -60,7 +60,8 @@ class ConfigIssue:
 
 
 class ConfigError(Exception):
-    """One or more problems in a config file; str() is one `file:line: key: message` per line."""
+    """One or more problems in a config file; str() is one `file:line: key: message` per line
+    (the key is `yaml` for syntax errors and `config` for the file as a whole)."""
 
     def __init__(self, issues: list[ConfigIssue]) -> None:
         self.issues = sorted(issues, key=lambda i: (i.file, i.line))
@@ -325,7 +326,7 @@ def load_config(path: str | Path) -> LoadedConfig:
     path = Path(path)
     file = str(path)
     if not path.is_file():
-        raise ConfigError([ConfigIssue(file, 1, "", "config file not found")])
+        raise ConfigError([ConfigIssue(file, 1, "config", "config file not found")])
     text = path.read_text(encoding="utf-8")
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -336,13 +337,13 @@ def load_config(path: str | Path) -> LoadedConfig:
         if exc.context and exc.context_mark is not None and exc.context_mark.line + 1 != line:
             # e.g. an unclosed [ is noticed lines later: name where it opened too
             message += f" ({exc.context} that starts on line {exc.context_mark.line + 1}; check indentation and brackets)"
-        raise ConfigError([ConfigIssue(file, line, "", message)]) from None
+        raise ConfigError([ConfigIssue(file, line, "yaml", message)]) from None
     except yaml.YAMLError as exc:
-        raise ConfigError([ConfigIssue(file, 1, "", f"YAML error: {exc}")]) from None
+        raise ConfigError([ConfigIssue(file, 1, "yaml", f"YAML error: {exc}")]) from None
     if root is None:
-        raise ConfigError([ConfigIssue(file, 1, "", "config is empty: expected a mapping with cameras, models and sinks")])
+        raise ConfigError([ConfigIssue(file, 1, "config", "config is empty: expected a mapping with cameras, models and sinks")])
     if not isinstance(root, yaml.MappingNode):
-        raise ConfigError([ConfigIssue(file, root.start_mark.line + 1, "",
+        raise ConfigError([ConfigIssue(file, root.start_mark.line + 1, "config",
                                        f"expected a mapping with cameras, models and sinks at the top, got a {_node_kind(root)}")])
     builder = _Builder(file)
     data = builder.build(root, ())

@@ -74,7 +74,7 @@ MALFORMED = {
                             "cameras[1].id", "duplicate id 'lobby' (also cameras[0])"),
     "missing cameras": ("models: #<\n  - id: yolo\n    path: m.onnx\n", "cameras", "required key is missing"),
     "empty camera list": (VALID.replace(CAMERA, "cameras: [] #<\n"), "cameras", "list should have at least 1 item after validation, not 0, got []"),
-    "yaml syntax error": (VALID.replace("    model: yolo\n", "    model: yolo\n   oops: [1, 2 #<\n"), "", "YAML syntax error"),
+    "yaml syntax error": (VALID.replace("    model: yolo\n", "    model: yolo\n   oops: [1, 2 #<\n"), "yaml", "YAML syntax error"),
     "duplicate key": (VALID.replace("    model: yolo\n", "    model: yolo\n    model: other #<\n"), "cameras[0].model",
                       "duplicate key (first given on line 6)"),
     "unset environment variable": (VALID.replace("path: out/lobby.jsonl", "path: ${VIGIL_TEST_UNSET_VAR}/x.jsonl #<"),
@@ -99,8 +99,8 @@ MALFORMED = {
                             "models[0].max_wait_ms", "greater than or equal to 0, got -1"),
     "model fed by no camera": (VALID.replace(SINK, "  - id: spare #<\n    path: m.onnx\n" + SINK), "models[1].id",
                                "model 'spare' is fed by no camera"),
-    "empty file": ("#<\n", "", "config is empty"),
-    "list at the top": ("- cameras #<\n", "", "expected a mapping with cameras, models and sinks at the top, got a list"),
+    "empty file": ("#<\n", "config", "config is empty"),
+    "list at the top": ("- cameras #<\n", "config", "expected a mapping with cameras, models and sinks at the top, got a list"),
     "pipeline slots too few": (VALID + "pipeline:\n  slots: 1 #<\n", "pipeline.slots", "greater than or equal to 2, got 1"),
     "bad sink cameras type": (VALID + "    cameras: lobby #<\n", "sinks[0].cameras", "expected a list, got 'lobby'"),
 }
@@ -274,3 +274,14 @@ def test_bench_and_detect_argument_errors_name_the_option(tmp_path, media):
 def test_shorthand_accepts_global_options_first(tmp_path):
     result = run_cli("--log-level", "warning", str(tmp_path / "missing.yaml"))
     assert result.returncode == 2 and "config file not found" in result.stderr
+
+
+def test_every_cli_error_line_has_file_line_key_message(tmp_path):
+    import re
+
+    for case in ("yaml syntax error", "empty file", "misspelt key", "camera refers to unknown model"):
+        path = write(tmp_path, MALFORMED[case][0])
+        result = run_cli("validate", str(path))
+        assert result.returncode == 2
+        for line in result.stderr.strip().splitlines():
+            assert re.fullmatch(rf"{re.escape(str(path))}:\d+: [\w.\[\]]+: .+", line), line
