@@ -1,6 +1,5 @@
 """Tracker on synthetic trajectories with known identities, including dropped frames."""
 
-
 import numpy as np
 import pytest
 
