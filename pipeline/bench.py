@@ -120,6 +120,8 @@ def run_bench(model_path: Path, video: Path, *, frames: int = 0, batch: int = 1,
               rounds: int = 2, sequential: bool = True, gil_switch_ms: float = 0.2) -> BenchResult:
     """Alternates raw and pipeline runs (raw, pipe, raw, pipe, ..., raw) so that a machine whose
     speed drifts during the benchmark affects both sides alike."""
+    if rounds < 1:
+        raise ValueError(f"rounds must be at least 1, got {rounds}")
     frames = frames or _video_frame_count(video)
     with tempfile.TemporaryDirectory(prefix="vigil-bench-") as tmp:
         data = {
@@ -131,10 +133,8 @@ def run_bench(model_path: Path, video: Path, *, frames: int = 0, batch: int = 1,
         loaded = config_from_data(data, origin="error", base_dir=Path.cwd(), key_names={
             ("models", 0, "batch"): "--batch", ("models", 0, "threads"): "--threads", ("models", 0, "path"): "--model",
             ("cameras", 0, "source", "max_frames"): "--frames"})
-        models = load_models(loaded, intra_op_threads=threads)
+        models = load_models(loaded)
         model = models["model"]
-        if rounds < 1:
-            raise ValueError(f"rounds must be at least 1, got {rounds}")
         raw_runs = [_raw_fps(model, video, frames)]
         pipe_runs = []
         summaries = []

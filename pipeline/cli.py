@@ -1,7 +1,8 @@
 """Command line: run / validate / detect / bench.
 
-Exit codes: 0 success (also after SIGINT/SIGTERM with outputs closed), 1 a stage failed at run time
-(the original error is shown), 2 a config or usage error (file:line: key: message, no traceback)."""
+Exit codes: 0 success (also after one SIGINT/SIGTERM, queued frames finished, outputs closed), 1 a
+stage failed at run time (the original error is shown) or did not stop, 2 a config or usage error
+(file:line: key: message, no traceback), 130 stopped at once by a second signal or a drain timeout."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from pipeline.stage import GraphFailed, GraphStuck
 log = logging.getLogger("vigil")
 
 COMMANDS = ("run", "validate", "detect", "bench")
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,6 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     # validate keeps stderr for its `file:line: key: message` lines unless asked for more.
     if args.log_level is None:
         args.log_level = "warning" if args.command == "validate" else "info"
+    args.log_level = args.log_level.lower()
+    if args.log_level not in LOG_LEVELS:  # VIGIL_LOG_LEVEL bypasses argparse's choices
+        print(f"error: VIGIL_LOG_LEVEL: expected one of {', '.join(LOG_LEVELS)}, got {args.log_level!r}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=getattr(logging, args.log_level.upper()), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
                         stream=sys.stderr)
     try:
@@ -57,8 +63,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="run.py", description="Vigil: streaming video analytics")
-    p.add_argument("--log-level", default=os.environ.get("VIGIL_LOG_LEVEL"),
-                   choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-level", default=os.environ.get("VIGIL_LOG_LEVEL"), choices=LOG_LEVELS)
     sub = p.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the camera graph described by a YAML config")

@@ -16,7 +16,7 @@ import os
 import re
 import types
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -177,7 +177,7 @@ SinkConfig = Annotated[Union[JsonlSinkConfig, VideoSinkConfig], Field(discrimina
 
 class PipelineConfig(Strict):
     slots: int = Field(3, ge=2, le=64)  # input/output slots per model: 2 = double buffering
-    queue_size: int = Field(4, ge=1, le=1024)  # between preprocess, inference, postprocess, sinks
+    queue_size: int = Field(4, ge=1, le=1024)  # postprocess → each sink (a model's inner queues hold `slots`)
     drain_timeout_s: float = Field(30.0, gt=0, le=3600)  # SIGINT/SIGTERM: time to finish queued work
     # Python's GIL switch interval while the graph runs. The default 5 ms lets a busy numpy/JSON
     # thread keep the GIL for up to 5 ms after the inference thread's ONNX Runtime call returned,
@@ -195,12 +195,6 @@ class VigilConfig(Strict):
     sinks: list[SinkConfig] = Field(default_factory=list)
     pipeline: PipelineConfig = PipelineConfig()
 
-    def model(self, model_id: str) -> ModelConfig:
-        for m in self.models:
-            if m.id == model_id:
-                return m
-        raise KeyError(f"no model {model_id!r}; models are {[m.id for m in self.models]}")
-
     def sink_cameras(self, sink: JsonlSinkConfig | VideoSinkConfig) -> list[str]:
         return list(sink.cameras) if sink.cameras is not None else [c.id for c in self.cameras]
 
@@ -214,13 +208,15 @@ class LoadedConfig:
     config: VigilConfig
     file: str
     lines: dict[tuple[Any, ...], int]
+    # For configs built from command-line options: the option that set a key, named in errors.
+    key_names: dict[tuple[Any, ...], str] = field(default_factory=dict)
 
     def line_of(self, path: tuple[Any, ...]) -> int:
         """The line of `path` (or of its nearest parent) in the file; 0 for configs built in code."""
-        return _line_of(self.lines, path) if self.lines else 0
+        return _line_of(self.lines, path)
 
     def issue(self, path: tuple[Any, ...], message: str) -> ConfigIssue:
-        return ConfigIssue(self.file, self.line_of(path), format_path(path), message)
+        return ConfigIssue(self.file, self.line_of(path), self.key_names.get(path, format_path(path)), message)
 
 
 def format_path(path: tuple[Any, ...]) -> str:
@@ -231,6 +227,8 @@ def format_path(path: tuple[Any, ...]) -> str:
 
 
 def _line_of(lines: dict[tuple[Any, ...], int], path: tuple[Any, ...]) -> int:
+    if not lines:
+        return 0  # a config built in code has no lines
     for end in range(len(path), -1, -1):
         if path[:end] in lines:
             return lines[path[:end]]
@@ -247,12 +245,13 @@ def _expand_env(text: str) -> tuple[str, list[str]]:
     def sub(m: re.Match[str]) -> str:
         name, default = m.group(1), m.group(2)
         value = os.environ.get(name)
-        if value is not None:
+        # As in the shell, ${VAR:-default} also takes the default when VAR is set but empty.
+        if value is not None and (value or default is None):
             return value
         if default is not None:
             return default
         if name == SHARED_ENV:
-            return str(shared_dir())
+            return str(shared_dir())  # unset or empty: the same ../shared default as the CLI
         missing.append(name)
         return m.group(0)
 
@@ -273,7 +272,7 @@ class _Builder:
             return self._constructor.construct_object(node, deep=True)
         except (yaml.YAMLError, ValueError, TypeError) as exc:
             problem = getattr(exc, "problem", None) or str(exc)
-            self.issues.append(ConfigIssue(self.file, node.start_mark.line + 1, format_path(path),
+            self.issues.append(ConfigIssue(self.file, node.start_mark.line + 1, format_path(path) or "config",
                                            f"cannot read value {node.value!r} tagged {node.tag}: {problem}"))
             return None
 
@@ -282,8 +281,10 @@ class _Builder:
         if isinstance(node, yaml.MappingNode):
             try:
                 self._constructor.flatten_mapping(node)  # resolves `<<: *defaults` merge keys
-            except yaml.YAMLError as exc:
-                self.issues.append(ConfigIssue(self.file, node.start_mark.line + 1, format_path(path), f"bad merge key: {exc}"))
+            except yaml.MarkedYAMLError as exc:
+                line = exc.problem_mark.line + 1 if exc.problem_mark else node.start_mark.line + 1
+                self.issues.append(ConfigIssue(self.file, line, format_path(path) or "config",
+                                               f"bad merge key (<<): {exc.problem}"))
                 return {}
             out: dict[Any, Any] = {}
             for key_node, value_node in node.value:
@@ -292,7 +293,7 @@ class _Builder:
                 # Keys are names; only a class-name table (`names: {0: person}`) is keyed by numbers.
                 numeric_ok = path[-1:] == ("names",) and isinstance(key, int)
                 if isinstance(key, bool) or not (isinstance(key, str) or numeric_ok):
-                    self.issues.append(ConfigIssue(self.file, line, format_path(path),
+                    self.issues.append(ConfigIssue(self.file, line, format_path(path) or "config",
                                                    f"keys must be names, got {key_node.value!r}"))
                     continue
                 if key in out:
@@ -334,7 +335,8 @@ def load_config(path: str | Path) -> LoadedConfig:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
         message = f"YAML syntax error: {exc.problem or exc}"
-        if exc.context and exc.context_mark is not None and exc.context_mark.line + 1 != line:
+        if (exc.context and exc.context.startswith("while") and exc.context_mark is not None
+                and exc.context_mark.line + 1 != line):
             # e.g. an unclosed [ is noticed lines later: name where it opened too
             message += f" ({exc.context} that starts on line {exc.context_mark.line + 1}; check indentation and brackets)"
         raise ConfigError([ConfigIssue(file, line, "yaml", message)]) from None
@@ -352,7 +354,7 @@ def load_config(path: str | Path) -> LoadedConfig:
     try:
         config = VigilConfig.model_validate(data, context={"base_dir": path.resolve().parent})
     except ValidationError as exc:
-        raise ConfigError([_issue_from_pydantic(file, builder.lines, data, err) for err in exc.errors(include_url=False)]) from None
+        raise ConfigError(_issues_from_pydantic(file, builder.lines, data, exc, {})) from None
     loaded = LoadedConfig(config, file, builder.lines)
     issues = cross_check(loaded)
     if issues:
@@ -365,19 +367,11 @@ def config_from_data(data: dict[str, Any], *, origin: str, base_dir: Path,
     """Validates a config built in code (the `detect` and `bench` commands). Issues carry line 0
     and, where `key_names` maps a config key to the option that set it, the option's name."""
     names = key_names or {}
-
-    def rename(issue: ConfigIssue, path: tuple[Any, ...]) -> ConfigIssue:
-        return ConfigIssue(origin, 0, names.get(path, issue.key), issue.message)
-
     try:
         config = VigilConfig.model_validate(data, context={"base_dir": base_dir})
     except ValidationError as exc:
-        issues = []
-        for err in exc.errors(include_url=False):
-            issue = _issue_from_pydantic(origin, {}, data, err)
-            issues.append(rename(issue, _data_path(data, tuple(err["loc"]))))
-        raise ConfigError(issues) from None
-    loaded = LoadedConfig(config, origin, {})
+        raise ConfigError(_issues_from_pydantic(origin, {}, data, exc, names)) from None
+    loaded = LoadedConfig(config, origin, {}, names)
     issues = cross_check(loaded)
     if issues:
         raise ConfigError(issues)
@@ -455,22 +449,39 @@ def check_files(loaded: LoadedConfig) -> list[ConfigIssue]:
 
 
 def _data_path(data: Any, loc: tuple[Any, ...]) -> tuple[Any, ...]:
-    """pydantic's loc with union tags (e.g. 'file' in cameras.0.source.file.path) removed."""
+    """pydantic's loc without the parts that name a union member: the `type` tag of a tagged
+    union (the 'file' in cameras.0.source.file.path) or the member type of a plain union (the
+    'int' in classes.0.int). A part is taken as a member name only where the schema has a union."""
     path: list[Any] = []
     node = data
+    skipped_at: tuple[Any, ...] | None = None
     for part in loc:
+        here = tuple(path)
+        if skipped_at != here and isinstance(part, str) and _is_union(_annotation_at(data, here)):
+            is_tag = isinstance(node, dict) and node.get("type") == part
+            if is_tag or not isinstance(node, dict):
+                skipped_at = here  # one member name per union level
+                continue
         if isinstance(node, dict) and part in node:
-            path.append(part)
             node = node[part]
         elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
-            path.append(part)
             node = node[part]
-        elif isinstance(node, dict) and node.get("type") == part:
-            continue  # discriminated-union tag
         else:
-            path.append(part)
             node = None
+        path.append(part)
     return tuple(path)
+
+
+def _is_optional(ann: Any) -> bool:
+    return typing.get_origin(ann) in (Union, types.UnionType) and type(None) in typing.get_args(ann)
+
+
+def _is_union(ann: Any) -> bool:
+    while typing.get_origin(ann) is Annotated:
+        ann = typing.get_args(ann)[0]
+    if typing.get_origin(ann) not in (Union, types.UnionType):
+        return False
+    return len([a for a in typing.get_args(ann) if a is not type(None)]) > 1
 
 
 def _annotation_at(data: Any, path: tuple[Any, ...]) -> Any:
@@ -551,6 +562,21 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def _issues_from_pydantic(file: str, lines: dict[tuple[Any, ...], int], data: Any, exc: ValidationError,
+                          key_names: dict[tuple[Any, ...], str]) -> list[ConfigIssue]:
+    """One issue per key: a value that fits no member of a union gives one line, not one per member."""
+    by_key: dict[tuple[str, int], list[str]] = {}
+    for err in exc.errors(include_url=False):
+        issue = _issue_from_pydantic(file, lines, data, err)
+        key = key_names.get(_data_path(data, tuple(err["loc"])), issue.key)
+        messages = by_key.setdefault((key, issue.line), [])
+        if issue.message not in messages:
+            messages.append(issue.message)
+    return [ConfigIssue(file, line, key, " or ".join(messages) if len(messages) < 2 else
+                        " or ".join(m.rsplit(", got ", 1)[0] for m in messages[:-1]) + " or " + messages[-1])
+            for (key, line), messages in by_key.items()]
+
+
 def _issue_from_pydantic(file: str, lines: dict[tuple[Any, ...], int], data: Any, err: Any) -> ConfigIssue:
     loc = tuple(err["loc"])
     path = _data_path(data, loc)
@@ -564,8 +590,12 @@ def _issue_from_pydantic(file: str, lines: dict[tuple[Any, ...], int], data: Any
         hint = did_you_mean(key, allowed)
         message = f"unknown key{hint}" + ("" if hint or not allowed else f"; expected one of: {', '.join(allowed)}")
     elif kind == "missing" and path and isinstance(path[-1], int):
-        path = path[:-1]  # a fixed-length list (e.g. input_size) is one short
-        message = f"too few items: expected {path[-1] if path else 'more'} with more entries, got {_show(_value_at(data, path))}"
+        path = path[:-1]  # a fixed-length list (e.g. input_size) is short
+        ann = _annotation_at(data, path)
+        while typing.get_origin(ann) is Annotated or _is_optional(ann):
+            ann = typing.get_args(ann)[0]
+        count = len(typing.get_args(ann)) if typing.get_origin(ann) is tuple else None
+        message = f"expected {count or 'more'} items, got {_show(_value_at(data, path))}"
     elif kind == "missing":
         message = "required key is missing"
     elif kind in ("union_tag_invalid", "union_tag_not_found"):

@@ -111,7 +111,8 @@ class Metrics:
     def stage_summaries(self) -> list[StageSummary]:
         """Per stage, in data-path order (capture, preprocess, inference, postprocess, sinks)."""
         with self._lock:
-            stages = sorted(self._stages.values(), key=lambda s: (_STAGE_ORDER.get(s.name.split("[")[0], 99), s.name))
+            # Stable sort: within a kind, the order stages were registered (the graph's order).
+            stages = sorted(self._stages.values(), key=lambda s: _STAGE_ORDER.get(s.name.split("[")[0], 99))
         out = []
         for s in stages:
             p50, p99 = s.ages.percentiles(50, 99)

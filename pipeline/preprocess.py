@@ -184,11 +184,13 @@ class PreprocessStage(Stage):
                     item = self.inputs.get(timeout)
                 except queue.Empty:
                     if batch is not None and time.monotonic() >= batch.deadline:
-                        batch = self._emit(batch, ctx)
+                        self._emit(batch, ctx)
+                        batch = None
                     continue
                 if isinstance(item, EndOfStream):
                     if batch is not None:  # the camera's last frames go out before its sentinel
-                        batch = self._emit(batch, ctx)
+                        self._emit(batch, ctx)
+                        batch = None
                     active.discard(item.camera_id)
                     self.out.put(item, ctx.stop)
                     continue
@@ -204,13 +206,14 @@ class PreprocessStage(Stage):
                 stats.add_work(time.perf_counter() - t0, 1)
                 batch.frames.append(item)
                 if len(batch.frames) == self.batch:
-                    batch = self._emit(batch, ctx)
+                    self._emit(batch, ctx)
+                    batch = None
         finally:
             if batch is not None:  # never handed on (stop or error): the slot goes back to the ring
                 self.ring.release(batch.slot)
 
     def _emit(self, batch: _OpenBatch, ctx: StageContext) -> None:
-        """Hands the batch on; returns None (the new open batch) once the queue has taken it."""
+        """Hands the batch on (blocking while the next queue is full; raises Stopped on stop)."""
         self.out.put(Batch(self.model_id, batch.frames, batch.slot), ctx.stop)
 
 

@@ -14,7 +14,6 @@ import logging
 import queue
 import threading
 import time
-import traceback
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -66,8 +65,7 @@ def consume(inp: BoundedQueue, cameras: Iterable[str], ctx: StageContext) -> Ite
 @dataclass(frozen=True, slots=True)
 class StageError:
     stage: str
-    error: BaseException
-    traceback: str
+    error: BaseException  # carries its own __traceback__
 
 
 class GraphFailed(RuntimeError):
@@ -96,6 +94,8 @@ class GraphRunner:
             raise ValueError(f"stage names must be unique, got duplicates {sorted(duplicates)}")
         self.stages = list(stages)
         self.ctx = ctx or StageContext()
+        for stage in self.stages:  # registered in graph order, so summaries list them in that order
+            self.ctx.metrics.stage(stage.name)
         self.errors: list[StageError] = []
         self._errors_lock = threading.Lock()
         self.forced = False  # stop() was called: queued work was discarded
@@ -120,7 +120,7 @@ class GraphRunner:
             pass  # the graph is stopping; the reason is recorded elsewhere
         except BaseException as exc:  # noqa: BLE001 - kept and re-raised by wait()
             with self._errors_lock:
-                self.errors.append(StageError(stage.name, exc, traceback.format_exc()))
+                self.errors.append(StageError(stage.name, exc))
             log.error("stage %s failed: %s: %s", stage.name, type(exc).__name__, exc)
             self.stop()
 

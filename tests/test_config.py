@@ -93,7 +93,7 @@ MALFORMED = {
                                "expected an id of letters, digits"),
     "input size with one number": (VALID.replace("    path: ${VIGIL_SHARED}/models/yolov8n.onnx\n",
                                                  "    path: ${VIGIL_SHARED}/models/yolov8n.onnx\n    input_size: [640] #<\n"),
-                                   "models[0].input_size", "too few items: expected input_size with more entries, got [640]"),
+                                   "models[0].input_size", "expected 2 items, got [640]"),
     "negative batch wait": (VALID.replace("    path: ${VIGIL_SHARED}/models/yolov8n.onnx\n",
                                           "    path: ${VIGIL_SHARED}/models/yolov8n.onnx\n    max_wait_ms: -1 #<\n"),
                             "models[0].max_wait_ms", "greater than or equal to 0, got -1"),
@@ -285,3 +285,34 @@ def test_every_cli_error_line_has_file_line_key_message(tmp_path):
         assert result.returncode == 2
         for line in result.stderr.strip().splitlines():
             assert re.fullmatch(rf"{re.escape(str(path))}:\d+: [\w.\[\]]+: .+", line), line
+
+
+@pytest.mark.parametrize(
+    ("patch", "key", "message"),
+    [
+        (("    path: ${VIGIL_SHARED}/models/yolov8n.onnx\n", "    path: ${VIGIL_SHARED}/models/yolov8n.onnx\n    classes: [1.5]\n"),
+         "models[0].classes[0]", "input should be a valid integer or input should be a valid string, got 1.5"),
+        (("      type: file\n", "      type: file\n      file: 1\n"), "cameras[0].source.file", "unknown key; expected one of: type, path"),
+    ],
+)
+def test_union_member_names_never_appear_in_keys(tmp_path, patch, key, message):
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, VALID.replace(*patch)))
+    assert len(info.value.issues) == 1, str(info.value)
+    assert info.value.issues[0].key == key and message in info.value.issues[0].message, str(info.value)
+
+
+def test_empty_env_value_takes_the_default(tmp_path, monkeypatch):
+    monkeypatch.setenv("VIGIL_TEST_EMPTY", "")
+    cfg = load_config(write(tmp_path, VALID.replace("out/lobby.jsonl", "${VIGIL_TEST_EMPTY:-out}/x.jsonl"))).config
+    assert cfg.sinks[0].path == (tmp_path / "out" / "x.jsonl").resolve()
+
+
+def test_detect_errors_after_validation_name_the_option(tmp_path, media):
+    result = run_cli("detect", str(media / "bus.jpg"), "--model", str(tmp_path / "nope.onnx"), "--jsonl", str(tmp_path / "x.jsonl"))
+    assert result.returncode == 2 and "error: --model: model file not found" in result.stderr
+
+
+def test_bad_log_level_from_environment(tmp_path):
+    result = run_cli("validate", str(tmp_path / "x.yaml"), env={"VIGIL_LOG_LEVEL": "verbose"})
+    assert result.returncode == 2 and "VIGIL_LOG_LEVEL" in result.stderr and "Traceback" not in result.stderr

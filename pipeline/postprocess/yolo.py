@@ -42,7 +42,8 @@ class YoloDecoder:
         """`output_shape` is one batch row of the model's output (without the batch axis)."""
         if family not in FAMILIES:
             raise LayoutError(f"unknown family {family!r}: expected one of {', '.join(FAMILIES)}")
-        self.family = "yolov5" if family == "yolov5" else "yolov8"
+        self.family_name = family  # as configured, for messages
+        self.family = "yolov5" if family == "yolov5" else "yolov8"  # the layout it decodes
         self.params = params
         self.num_classes = self._check_layout(tuple(output_shape), num_classes)
         self._class_filter = (
@@ -53,7 +54,7 @@ class YoloDecoder:
         """The number of classes the output holds; LayoutError if it does not fit the family."""
         if len(shape) != 2:
             raise LayoutError(
-                f"family {self.family!r} expects a 3D output [batch, ...], got one row of shape {list(shape)}"
+                f"family {self.family_name!r} expects a 3D output [batch, ...], got one row of shape {list(shape)}"
             )
         v8 = self.family == "yolov8"
         if _fits(shape, v8, nc):
@@ -65,7 +66,7 @@ class YoloDecoder:
         if _fits(shape, not v8, nc):
             hint = (" This looks like the YOLOv5 layout [batch, anchors, 5+nc]: set family: yolov5." if v8 else
                     " This looks like the YOLOv8/YOLO11 layout [batch, 4+nc, anchors]: set family: yolov8.")
-        raise LayoutError(f"family {self.family!r} expects output {expected}, got [batch, {shape[0]}, {shape[1]}].{hint}")
+        raise LayoutError(f"family {self.family_name!r} expects output {expected}, got [batch, {shape[0]}, {shape[1]}].{hint}")
 
     def decode(self, output: np.ndarray, frames: Sequence[Frame]) -> list[Detections]:
         """`output`: rows 0..len(frames)-1 of the model output. Frames carry their letterbox."""
