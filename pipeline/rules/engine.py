@@ -1,0 +1,265 @@
+"""Rules over one camera's tracked objects: zone_intrusion, dwell, line_crossing, proximity, count.
+
+`RuleEngine.process()` takes a frame's tracked detections and returns the events it causes. Every
+per-frame test is vectorised over tracks (points in polygons, pairwise distances, line sides);
+the only Python loops are over rules and over the few transitions a frame produces.
+"""
+
+from __future__ import annotations
+
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pipeline.rules.debounce import Debouncer, Transition
+from pipeline.rules.geometry import Anchor, Line, Polygon, anchor_points
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One incident transition. Field names are the published schema (README, "Events")."""
+
+    event_id: str  # one id per incident: its start, updates and end share it
+    kind: str  # start | update | end
+    rule: str
+    rule_type: str
+    camera: str
+    track_ids: list[int]
+    classes: list[str]
+    zone: str | None
+    line: str | None
+    ts: float  # wall clock of the frame that caused it
+    started_ts: float  # wall clock of the incident's start
+    seq: int
+    boxes: list[list[float]]
+    confidence: list[float]
+    data: dict[str, Any] = field(default_factory=dict)  # rule-specific: counts, direction, distance
+    snapshot: str | None = None
+    clip: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True, slots=True)
+class FrameTracks:
+    """What the rules see of one frame: confirmed tracks and the frame's timing."""
+
+    camera: str
+    seq: int
+    t: float  # seconds, monotonic capture time (drives durations)
+    wall: float  # wall-clock capture time (goes into events)
+    xyxy: np.ndarray  # (N, 4)
+    track_id: np.ndarray  # (N,)
+    class_id: np.ndarray  # (N,)
+    confidence: np.ndarray  # (N,)
+    class_names: dict[int, str]
+
+
+class Rule(ABC):
+    """Base: a debouncer over subjects; subclasses say which subjects are true this frame."""
+
+    rule_type = ""
+
+    def __init__(self, name: str, classes: frozenset[int] | None, anchor: Anchor, debouncer: Debouncer) -> None:
+        self.name = name
+        self.classes = classes
+        self.anchor = anchor
+        self.debouncer = debouncer
+        self._incidents: dict[Hashable, tuple[str, float]] = {}  # subject -> (event id, start wall time)
+
+    def wanted(self, f: FrameTracks, classes: frozenset[int] | None = None) -> np.ndarray:
+        allowed = self.classes if classes is None else classes
+        return np.ones(f.class_id.shape[0], bool) if allowed is None else np.isin(f.class_id, list(allowed))
+
+    @abstractmethod
+    def true_subjects(self, f: FrameTracks) -> dict[Hashable, dict[str, Any]]:
+        """Subjects whose condition holds now, with rule-specific data for their events."""
+
+    def tracks_of(self, subject: Hashable) -> list[int]:
+        return [int(subject)] if isinstance(subject, (int, np.integer)) else [int(t) for t in subject]  # type: ignore[union-attr]
+
+    def zone_name(self) -> str | None:
+        return None
+
+    def line_name(self) -> str | None:
+        return None
+
+    def process(self, f: FrameTracks) -> list[Event]:
+        subjects = self.true_subjects(f)
+        return [self._event(t, f, subjects.get(t.subject, {})) for t in self.debouncer.step(subjects, f.t)]
+
+    def finish(self, f: FrameTracks) -> list[Event]:
+        return [self._event(t, f, {}) for t in self.debouncer.finish()]
+
+    def _event(self, t: Transition, f: FrameTracks, data: dict[str, Any]) -> Event:
+        if t.kind == "start":
+            self._incidents[t.subject] = (uuid.uuid4().hex, f.wall)
+        event_id, started = self._incidents.get(t.subject, (uuid.uuid4().hex, f.wall))
+        if t.kind == "end":
+            self._incidents.pop(t.subject, None)
+        track_ids = self.tracks_of(t.subject)
+        rows = np.flatnonzero(np.isin(f.track_id, track_ids)) if track_ids else np.zeros(0, np.int64)
+        return Event(
+            event_id=event_id, kind=t.kind, rule=self.name, rule_type=self.rule_type, camera=f.camera,
+            track_ids=[int(x) for x in f.track_id[rows]] if track_ids else [],
+            classes=[f.class_names.get(int(c), str(int(c))) for c in f.class_id[rows]],
+            zone=self.zone_name(), line=self.line_name(), ts=f.wall, started_ts=started, seq=f.seq,
+            boxes=np.round(f.xyxy[rows].astype(np.float64), 2).tolist(),
+            confidence=np.round(f.confidence[rows].astype(np.float64), 4).tolist(), data=data,
+        )
+
+
+class ZoneIntrusion(Rule):
+    """A tracked object of `classes` inside the zone for at least `min_seconds`."""
+
+    rule_type = "zone_intrusion"
+
+    def __init__(self, name: str, zone: Polygon, classes: frozenset[int] | None, anchor: Anchor, debouncer: Debouncer) -> None:
+        super().__init__(name, classes, anchor, debouncer)
+        self.zone = zone
+
+    def zone_name(self) -> str | None:
+        return self.zone.name
+
+    def true_subjects(self, f: FrameTracks) -> dict[Hashable, dict[str, Any]]:
+        inside = self.wanted(f) & self.zone.contains(anchor_points(f.xyxy, self.anchor))
+        return {int(t): {} for t in f.track_id[inside]}
+
+
+class Dwell(ZoneIntrusion):
+    """Inside the zone longer than `max_seconds` (its debouncer's min_seconds)."""
+
+    rule_type = "dwell"
+
+
+class Count(Rule):
+    """More than `max_count` objects of `classes` inside the zone (one subject: the zone)."""
+
+    rule_type = "count"
+
+    def __init__(self, name: str, zone: Polygon, classes: frozenset[int] | None, anchor: Anchor, debouncer: Debouncer,
+                 max_count: int) -> None:
+        super().__init__(name, classes, anchor, debouncer)
+        self.zone = zone
+        self.max_count = max_count
+        self._inside: list[int] = []
+
+    def zone_name(self) -> str | None:
+        return self.zone.name
+
+    def tracks_of(self, subject: Hashable) -> list[int]:
+        return list(self._inside)
+
+    def true_subjects(self, f: FrameTracks) -> dict[Hashable, dict[str, Any]]:
+        inside = self.wanted(f) & self.zone.contains(anchor_points(f.xyxy, self.anchor))
+        self._inside = [int(t) for t in f.track_id[inside]]
+        count = len(self._inside)
+        return {self.zone.name: {"count": count, "max_count": self.max_count}} if count > self.max_count else {}
+
+
+class Proximity(Rule):
+    """An object of `classes` (A) closer than `max_distance` to an object of `classes_b` (B):
+    in pixels, or in multiples of the A box's height (`units: box_height`), between anchor points."""
+
+    rule_type = "proximity"
+
+    def __init__(self, name: str, classes: frozenset[int] | None, classes_b: frozenset[int] | None, anchor: Anchor,
+                 debouncer: Debouncer, max_distance: float, relative: bool) -> None:
+        super().__init__(name, classes, anchor, debouncer)
+        self.classes_b = classes_b
+        self.max_distance = max_distance
+        self.relative = relative
+
+    def true_subjects(self, f: FrameTracks) -> dict[Hashable, dict[str, Any]]:
+        a = np.flatnonzero(self.wanted(f))
+        b = np.flatnonzero(self.wanted(f, self.classes_b))
+        if a.size == 0 or b.size == 0:
+            return {}
+        pa, pb = anchor_points(f.xyxy[a], self.anchor), anchor_points(f.xyxy[b], self.anchor)
+        dist = np.linalg.norm(pa[:, None, :] - pb[None, :, :], axis=2)  # (A, B)
+        limit = self.max_distance * (f.xyxy[a, 3] - f.xyxy[a, 1])[:, None] if self.relative else self.max_distance
+        close = (dist < limit) & (f.track_id[a][:, None] != f.track_id[b][None, :])
+        ia, ib = np.nonzero(close)
+        return {(int(f.track_id[a[i]]), int(f.track_id[b[j]])): {"distance_px": round(float(dist[i, j]), 1)}
+                for i, j in zip(ia.tolist(), ib.tolist(), strict=True)}
+
+
+FORGET_AFTER_S = 5.0  # a track's last position is kept this long for line crossings
+
+
+class LineCrossing(Rule):
+    """A track's anchor crosses the line in `direction` (`in`: right→left of a→b, `out`, or `both`).
+    A crossing is an instant: it gives one `start` event carrying running in/out counts. The same
+    track cannot count again in the same direction within `cooldown_seconds` (jitter on the line)."""
+
+    rule_type = "line_crossing"
+
+    def __init__(self, name: str, line: Line, classes: frozenset[int] | None, anchor: Anchor, direction: str,
+                 cooldown_seconds: float) -> None:
+        super().__init__(name, classes, anchor, Debouncer(min_seconds=0, clear_seconds=0, cooldown_seconds=0))
+        self.line = line
+        self.direction = direction
+        self.cooldown_seconds = cooldown_seconds
+        self.counts = {"in": 0, "out": 0}
+        self._last_point: dict[int, tuple[np.ndarray, float]] = {}  # track -> (anchor, when seen)
+        self._last_counted: dict[tuple[int, int], float] = {}
+
+    def line_name(self) -> str | None:
+        return self.line.name
+
+    def true_subjects(self, f: FrameTracks) -> dict[Hashable, dict[str, Any]]:
+        return {}  # crossings are instants with no duration to debounce: see process()
+
+    def process(self, f: FrameTracks) -> list[Event]:
+        rows = np.flatnonzero(self.wanted(f))
+        points = anchor_points(f.xyxy[rows], self.anchor)
+        ids = f.track_id[rows]
+        known = np.array([int(t) in self._last_point for t in ids], bool)
+        events = []
+        if known.any():
+            before = np.stack([self._last_point[int(t)][0] for t in ids[known]])
+            crossed = self.line.crossed(before, points[known])
+            for track, sign in zip(ids[known][crossed != 0].tolist(), crossed[crossed != 0].tolist(), strict=True):
+                direction = "in" if sign > 0 else "out"
+                if self.direction not in ("both", direction):
+                    continue
+                last = self._last_counted.get((track, sign))
+                if last is not None and f.t - last < self.cooldown_seconds:
+                    continue
+                self._last_counted[(track, sign)] = f.t
+                self.counts[direction] += 1
+                transition = Transition("start", track, f.t)
+                events.append(self._event(transition, f, {"direction": direction, **self.counts}))
+                self._incidents.pop(track, None)  # an instant: nothing stays open
+        # A point exactly on the line is not remembered: the crossing is seen from the last point
+        # on either side to the next one.
+        off_line = self.line.side(points) != 0
+        for track, point in zip(ids[off_line].tolist(), points[off_line], strict=True):
+            self._last_point[track] = (point, f.t)
+        # Forget tracks unseen for a while, and counts older than the cooldown (bounded memory).
+        self._last_point = {t: v for t, v in self._last_point.items() if f.t - v[1] <= FORGET_AFTER_S}
+        self._last_counted = {k: t for k, t in self._last_counted.items() if f.t - t < self.cooldown_seconds}
+        return events
+
+    def finish(self, f: FrameTracks) -> list[Event]:
+        return []
+
+
+class RuleEngine:
+    """All rules of one camera."""
+
+    def __init__(self, camera: str, rules: list[Rule]) -> None:
+        self.camera = camera
+        self.rules = rules
+
+    def process(self, f: FrameTracks) -> list[Event]:
+        return [event for rule in self.rules for event in rule.process(f)]
+
+    def finish(self, f: FrameTracks) -> list[Event]:
+        """Ends every open incident (end of stream)."""
+        return [event for rule in self.rules for event in rule.finish(f)]

@@ -1,0 +1,83 @@
+"""Zones (polygons) and lines in frame pixels, with vectorised tests over many points.
+
+Coordinates in the config are pixels, or fractions of the frame (0..1) with `units: normalized`;
+`resolve()` turns them into pixels once the camera's frame size is known and rejects shapes that
+fall outside the frame."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+Anchor = Literal["bottom_center", "center", "top_center"]
+
+
+def anchor_points(xyxy: np.ndarray, anchor: Anchor) -> np.ndarray:
+    """(N, 2) points of (N, 4) boxes: bottom-centre for people standing on a floor."""
+    x = (xyxy[:, 0] + xyxy[:, 2]) / 2
+    if anchor == "bottom_center":
+        y = xyxy[:, 3]
+    elif anchor == "top_center":
+        y = xyxy[:, 1]
+    else:
+        y = (xyxy[:, 1] + xyxy[:, 3]) / 2
+    return np.stack([x, y], axis=1)
+
+
+@dataclass(frozen=True, slots=True)
+class Polygon:
+    name: str
+    points: np.ndarray  # (K, 2) pixels
+
+    def contains(self, xy: np.ndarray) -> np.ndarray:
+        """(N,) bool: points inside (even-odd ray casting, vectorised over points and edges)."""
+        if xy.shape[0] == 0:
+            return np.zeros(0, bool)
+        px, py = xy[:, 0:1], xy[:, 1:2]  # (N, 1)
+        x1, y1 = self.points[:, 0], self.points[:, 1]  # (K,)
+        x2, y2 = np.roll(x1, -1), np.roll(y1, -1)
+        crosses = (y1 > py) != (y2 > py)  # (N, K): edge spans the point's height
+        with np.errstate(divide="ignore", invalid="ignore"):
+            x_at = x1 + (py - y1) * (x2 - x1) / (y2 - y1)
+        return np.count_nonzero(crosses & (px < x_at), axis=1) % 2 == 1
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    name: str
+    a: np.ndarray  # (2,) pixels
+    b: np.ndarray
+
+    def side(self, xy: np.ndarray) -> np.ndarray:
+        """(N,) sign of each point against the line a→b: +1 on the left, -1 on the right (image
+        coordinates, y down), 0 on the line."""
+        d = self.b - self.a
+        return np.sign(d[0] * (xy[:, 1] - self.a[1]) - d[1] * (xy[:, 0] - self.a[0]))
+
+    def crossed(self, before: np.ndarray, after: np.ndarray) -> np.ndarray:
+        """(N,) +1 where a point moved from the right side to the left (`in`), -1 for the other
+        way (`out`), 0 otherwise. Only crossings within the segment count, not its extension."""
+        s0, s1 = self.side(before), self.side(after)
+        changed = (s0 != 0) & (s1 != 0) & (s0 != s1)
+        # The path before→after must also cut the segment itself.
+        p, r = before, after - before
+        q, s = self.a, self.b - self.a
+        denom = r[:, 0] * s[1] - r[:, 1] * s[0]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            u = ((q[0] - p[:, 0]) * r[:, 1] - (q[1] - p[:, 1]) * r[:, 0]) / denom
+        within = (u >= 0) & (u <= 1)
+        return np.where(changed & within, s1, 0).astype(np.int64)
+
+
+def to_pixels(points: list[tuple[float, float]], units: Literal["pixels", "normalized"], width: int, height: int) -> np.ndarray:
+    arr = np.asarray(points, np.float64)
+    if units == "normalized":
+        arr = arr * np.array([width, height], np.float64)
+    return arr
+
+
+def outside_frame(points_px: np.ndarray, width: int, height: int) -> bool:
+    """True when any point lies outside the frame (a 1 px tolerance for edges written as w or h)."""
+    return bool(((points_px < -1) | (points_px > np.array([width, height]) + 1)).any())
