@@ -21,7 +21,7 @@ from pipeline.stage import GraphFailed, GraphStuck
 
 log = logging.getLogger("vigil")
 
-COMMANDS = ("run", "validate", "detect", "bench")
+COMMANDS = ("run", "validate", "detect", "bench", "listen")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -99,7 +99,45 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--rounds", type=int, default=2, help="pipeline runs, each bracketed by raw runs (default 2)")
     bench.add_argument("--no-sequential", action="store_true", help="skip the naive sequential-loop baseline")
     bench.set_defaults(func=cmd_bench)
+    listen = sub.add_parser("listen", help="subscribe to a ZeroMQ event endpoint and print each event as a JSON line")
+    listen.add_argument("endpoint", help="e.g. tcp://127.0.0.1:5560 (the zmq sink's endpoint)")
+    listen.add_argument("--topic", default="", help="only topics starting with this (topics are CAMERA/RULE)")
+    listen.add_argument("--count", type=int, default=0, help="exit after this many events (default: run until Ctrl-C)")
+    listen.add_argument("--timeout", type=float, default=0, help="exit with 1 if no event arrives for this many seconds")
+    listen.set_defaults(func=cmd_listen)
     return p
+
+
+def cmd_listen(args: argparse.Namespace) -> int:
+    import zmq
+
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.SUB)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        sock.connect(args.endpoint)
+    except zmq.ZMQError as exc:
+        raise ConfigError([_arg_issue("ENDPOINT", f"cannot connect to {args.endpoint!r}: {exc}")]) from None
+    sock.setsockopt(zmq.SUBSCRIBE, args.topic.encode())
+    received = 0
+    try:
+        while not args.count or received < args.count:
+            # Short polls keep Ctrl-C responsive; the optional timeout bounds a silent wait.
+            waited = 0.0
+            while not sock.poll(200):
+                waited += 0.2
+                if args.timeout and waited >= args.timeout:
+                    print(f"error: no event on {args.endpoint} for {args.timeout:g} s", file=sys.stderr)
+                    return 1
+            _topic, payload = sock.recv_multipart()
+            print(payload.decode(), flush=True)
+            received += 1
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sock.close()
+        ctx.term()
+    return 0
 
 
 def _progress(disabled: bool):  # noqa: ANN202 - returns (callback, close)

@@ -120,11 +120,85 @@ class QueueConfig(Strict):
     policy: Literal["block", "drop_oldest"] | None = None
 
 
+Point = tuple[float, float]
+ClassList = list[StrictInt | str]
+
+
+class ZoneConfig(Strict):
+    id: Identifier
+    points: list[Point] = Field(min_length=3)  # polygon corners
+    units: Literal["pixels", "normalized"] = "pixels"  # normalized: fractions of width/height
+
+
+class LineConfig(Strict):
+    id: Identifier
+    points: tuple[Point, Point]  # a → b; `in` means crossing from the right of a→b to its left
+    units: Literal["pixels", "normalized"] = "pixels"
+
+
+class RuleBase(Strict):
+    id: Identifier
+    classes: ClassList | None = Field(None, min_length=1)  # names or ids; default every class
+    anchor: Literal["bottom_center", "center", "top_center"] = "bottom_center"
+    clear_seconds: float = Field(1.0, ge=0, le=3600)  # condition false this long ends an incident
+    cooldown_seconds: float = Field(10.0, ge=0, le=86400)  # no new incident for the same subject before
+    update_seconds: float | None = Field(None, gt=0, le=3600)  # `update` events while active
+
+
+class ZoneIntrusionRule(RuleBase):
+    type: Literal["zone_intrusion"]
+    zone: str
+    min_seconds: float = Field(0.5, ge=0, le=3600)
+
+
+class DwellRule(RuleBase):
+    type: Literal["dwell"]
+    zone: str
+    max_seconds: float = Field(gt=0, le=86400)
+
+
+class LineCrossingRule(RuleBase):
+    type: Literal["line_crossing"]
+    line: str
+    direction: Literal["in", "out", "both"] = "both"
+
+
+class ProximityRule(RuleBase):
+    type: Literal["proximity"]
+    classes_b: ClassList = Field(min_length=1)
+    max_distance: float = Field(gt=0)
+    units: Literal["pixels", "box_height"] = "box_height"  # box_height: multiples of the A box's height
+    min_seconds: float = Field(0.5, ge=0, le=3600)
+
+
+class CountRule(RuleBase):
+    type: Literal["count"]
+    zone: str
+    max_count: int = Field(ge=0)
+    min_seconds: float = Field(1.0, ge=0, le=3600)
+
+
+RuleConfig = Annotated[
+    Union[ZoneIntrusionRule, DwellRule, LineCrossingRule, ProximityRule, CountRule], Field(discriminator="type")
+]
+
+
+class TrackerSettings(Strict):
+    high_score: float = Field(0.5, gt=0, lt=1)
+    low_score: float = Field(0.1, gt=0, lt=1)
+    new_track_score: float = Field(0.6, gt=0, le=1)
+    lost_timeout_s: float = Field(1.0, gt=0, le=60)
+
+
 class CameraConfig(Strict):
     id: Identifier
     source: SourceConfig
     model: str
     queue: QueueConfig = QueueConfig()
+    zones: list[ZoneConfig] = Field(default_factory=list)
+    lines: list[LineConfig] = Field(default_factory=list)
+    rules: list[RuleConfig] = Field(default_factory=list)  # tracking runs when a camera has rules
+    tracker: TrackerSettings = TrackerSettings()
 
     @property
     def live(self) -> bool:
@@ -172,7 +246,29 @@ class VideoSinkConfig(Strict):
     codec: str = Field("mp4v", pattern=FOURCC_PATTERN)
 
 
-SinkConfig = Annotated[Union[JsonlSinkConfig, VideoSinkConfig], Field(discriminator="type")]
+class ZmqSinkConfig(Strict):
+    type: Literal["zmq"]
+    endpoint: str = Field("tcp://127.0.0.1:5560", pattern=r"^(tcp|ipc|inproc)://.+")  # PUB binds here
+    hwm: int = Field(1000, ge=1, le=1_000_000)  # events queued per subscriber before drops
+    cameras: list[str] | None = None
+
+
+class EventsSinkConfig(Strict):
+    type: Literal["events"]
+    path: ConfigPath  # JSON Lines, one event per line
+    cameras: list[str] | None = None
+
+
+SinkConfig = Annotated[Union[JsonlSinkConfig, VideoSinkConfig, ZmqSinkConfig, EventsSinkConfig], Field(discriminator="type")]
+
+
+class EvidenceConfig(Strict):
+    dir: ConfigPath  # snapshots/ and clips/ are written below it
+    snapshots: bool = True  # a JPEG with the boxes for each `start` event
+    clips: bool = True  # an MP4 from pre_seconds before to post_seconds after each start
+    pre_seconds: float = Field(3.0, ge=0, le=60)
+    post_seconds: float = Field(3.0, ge=0, le=60)
+    max_disk_mb: float = Field(500.0, gt=0)  # oldest files are deleted beyond this
 
 
 class PipelineConfig(Strict):
@@ -193,6 +289,7 @@ class VigilConfig(Strict):
     cameras: list[CameraConfig] = Field(min_length=1)
     models: list[ModelConfig] = Field(min_length=1)
     sinks: list[SinkConfig] = Field(default_factory=list)
+    evidence: EvidenceConfig | None = None
     pipeline: PipelineConfig = PipelineConfig()
 
     def sink_cameras(self, sink: JsonlSinkConfig | VideoSinkConfig) -> list[str]:
@@ -404,6 +501,21 @@ def cross_check(loaded: LoadedConfig) -> list[ConfigIssue]:
         if cam.model not in model_ids:
             issues.append(loaded.issue(("cameras", i, "model"),
                                        f"camera {cam.id!r} refers to unknown model {cam.model!r}{did_you_mean(cam.model, model_ids)}; models are {model_ids}"))
+    for i, cam in enumerate(cfg.cameras):
+        for section in ("zones", "lines", "rules"):
+            seen_ids: dict[str, int] = {}
+            for j, item in enumerate(getattr(cam, section)):
+                if item.id in seen_ids:
+                    issues.append(loaded.issue(("cameras", i, section, j, "id"), f"duplicate id {item.id!r} (also {section}[{seen_ids[item.id]}])"))
+                seen_ids.setdefault(item.id, j)
+        zone_ids, line_ids = [z.id for z in cam.zones], [ln.id for ln in cam.lines]
+        for j, rule in enumerate(cam.rules):
+            ref, known = ("line", line_ids) if isinstance(rule, LineCrossingRule) else ("zone", zone_ids)
+            target = getattr(rule, ref, None)
+            if target is not None and target not in known:
+                issues.append(loaded.issue(("cameras", i, "rules", j, ref),
+                                           f"rule {rule.id!r} of camera {cam.id!r} refers to unknown {ref} {target!r}"
+                                           f"{did_you_mean(target, known)}; {ref}s are {known}"))
     used = {c.model for c in cfg.cameras}
     for i, model in enumerate(cfg.models):
         if model.id not in used:
@@ -416,6 +528,8 @@ def cross_check(loaded: LoadedConfig) -> list[ConfigIssue]:
             elif cam_id not in camera_ids:
                 issues.append(loaded.issue(("sinks", i, "cameras", j),
                                            f"unknown camera {cam_id!r}{did_you_mean(cam_id, camera_ids)}; cameras are {camera_ids}"))
+        if isinstance(sink, ZmqSinkConfig):
+            continue  # no file; one endpoint per sink is checked when it binds
         if isinstance(sink, VideoSinkConfig) and len(cfg.sink_cameras(sink)) > 1 and "{camera}" not in str(sink.path):
             issues.append(loaded.issue(("sinks", i, "path"),
                                        f"a video sink for {len(cfg.sink_cameras(sink))} cameras needs '{{camera}}' in its path "

@@ -54,6 +54,10 @@ class Frame:
     capture_mono: float
     capture_wall: float
     source_name: str
+    # Stream time in seconds: frame index / fps for a file read as fast as possible, time since the
+    # first frame for live sources. Durations in tracking and rules use it, so a file gives the
+    # same events however fast it is processed.
+    pts: float = 0.0
     # Set by preprocess; None until then.
     letterbox: Letterbox | None = None
 
@@ -107,12 +111,24 @@ class Batch:
 
 
 @dataclass(frozen=True, slots=True)
+class Overlay:
+    """A camera's zones and lines in frame pixels, for drawing (one object per camera, shared)."""
+
+    zones: dict[str, np.ndarray]  # id -> (K, 2) polygon
+    lines: dict[str, tuple[np.ndarray, np.ndarray]]  # id -> (a, b)
+
+
+@dataclass(frozen=True, slots=True)
 class FrameResult:
     """A frame with its detections, on its way to the sinks."""
 
     frame: Frame
     detections: Detections
     class_names: dict[int, str]
+    # With tracking (cameras that have rules): (N,) ids aligned with detections, -1 = untracked.
+    track_ids: np.ndarray | None = None
+    alerts: tuple[str, ...] = ()  # rules with an incident open on this frame
+    overlay: Overlay | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,10 +14,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from pipeline.backends.base import Backend, ModelLoadError, create_backend
+from pipeline.analytics import AnalyticsStage, CameraAnalytics
 from pipeline.config import (
     ConfigError,
     ConfigIssue,
+    EventsSinkConfig,
     FileSourceConfig,
+    ProximityRule,
+    ZmqSinkConfig,
     ImagesSourceConfig,
     JsonlSinkConfig,
     LoadedConfig,
@@ -33,6 +37,7 @@ from pipeline.postprocess.yolo import DecodeParams, LayoutError, YoloDecoder
 from pipeline.preprocess import PreprocessStage, SlotRing
 from pipeline.queues import BoundedQueue, FanIn, QueuePolicy
 from pipeline.sinks.base import Sink, SinkStage
+from pipeline.sinks.events import EventsJsonlSink, ZmqEventSink
 from pipeline.sinks.jsonl import JsonlSink
 from pipeline.sinks.video import VideoSink
 from pipeline.sources.base import CaptureStage, Source
@@ -85,8 +90,18 @@ def load_models(loaded: LoadedConfig, *, intra_op_threads: int | None = None) ->
                                        f"{len(info.outputs)}: {[o.name for o in info.outputs]} (not a YOLO detection "
                                        f"export this build can decode)"))
             continue
-        class_ids, class_issues = _resolve_classes(loaded, i, mcfg, info.class_names)
+        class_ids, class_issues = _resolve_classes(loaded, ("models", i, "classes"), mcfg.classes, info.class_names)
         issues.extend(class_issues)
+        for c, cam in enumerate(loaded.config.cameras):
+            if cam.model != mcfg.id:
+                continue
+            for r, rule in enumerate(cam.rules):
+                _, rule_issues = _resolve_classes(loaded, ("cameras", c, "rules", r, "classes"), rule.classes, info.class_names)
+                issues.extend(rule_issues)
+                if isinstance(rule, ProximityRule):
+                    _, rule_issues = _resolve_classes(loaded, ("cameras", c, "rules", r, "classes_b"), rule.classes_b,
+                                                      info.class_names)
+                    issues.extend(rule_issues)
         try:
             decoder = YoloDecoder(
                 mcfg.family,
@@ -105,22 +120,23 @@ def load_models(loaded: LoadedConfig, *, intra_op_threads: int | None = None) ->
     return models
 
 
-def _resolve_classes(loaded: LoadedConfig, index: int, mcfg: ModelConfig, names: dict[int, str]) -> tuple[frozenset[int] | None, list[ConfigIssue]]:
-    if mcfg.classes is None:
+def _resolve_classes(loaded: LoadedConfig, path: tuple, wanted: list[int | str] | None,
+                     names: dict[int, str]) -> tuple[frozenset[int] | None, list[ConfigIssue]]:
+    """Class names or ids of a config list (at `path`) as ids of the model's classes."""
+    if wanted is None:
         return None, []
     by_name = {v: k for k, v in names.items()}
     ids: set[int] = set()
     issues = []
-    for j, entry in enumerate(mcfg.classes):
+    for j, entry in enumerate(wanted):
         if isinstance(entry, int):
             if names and entry not in names:
-                issues.append(loaded.issue(("models", index, "classes", j), f"class id {entry} is not in the model (0..{max(names)})"))
+                issues.append(loaded.issue((*path, j), f"class id {entry} is not in the model (0..{max(names)})"))
             ids.add(entry)
         elif entry in by_name:
             ids.add(by_name[entry])
         else:
-            issues.append(loaded.issue(("models", index, "classes", j),
-                                       f"unknown class name {entry!r}{did_you_mean(entry, list(by_name))}"))
+            issues.append(loaded.issue((*path, j), f"unknown class name {entry!r}{did_you_mean(entry, list(by_name))}"))
     return frozenset(ids), issues
 
 
@@ -144,8 +160,10 @@ def build_graph(loaded: LoadedConfig, models: dict[str, LoadedModel] | None = No
     metrics = ctx.metrics
     stages: list[Stage] = []
 
-    # Sinks first: postprocess needs their queues to route to.
-    routes: dict[str, list[BoundedQueue]] = {c.id: [] for c in cfg.cameras}
+    # Sinks first: postprocess and analytics need their queues to route to.
+    routes: dict[str, list[BoundedQueue]] = {c.id: [] for c in cfg.cameras}  # frames
+    event_routes: dict[str, list[BoundedQueue]] = {c.id: [] for c in cfg.cameras}
+    with_rules = {c.id for c in cfg.cameras if c.rules}
     sinks: list[Sink] = []
     sink_stages: list[Stage] = []
     for index, sink_cfg in enumerate(cfg.sinks):
@@ -156,15 +174,24 @@ def build_graph(loaded: LoadedConfig, models: dict[str, LoadedModel] | None = No
         elif isinstance(sink_cfg, VideoSinkConfig):
             sink = VideoSink(sink_cfg.path, fps=sink_cfg.fps, codec=sink_cfg.codec,
                              source_fps=lambda cid: metrics.camera(cid).source_fps)
+        elif isinstance(sink_cfg, ZmqSinkConfig):
+            sink = ZmqEventSink(sink_cfg.endpoint, hwm=sink_cfg.hwm)
+        elif isinstance(sink_cfg, EventsSinkConfig):
+            sink = EventsJsonlSink(sink_cfg.path)
         else:
             raise TypeError(f"sinks[{index}]: no sink class for {type(sink_cfg).__name__}")
+        if not sink.wants_frames:
+            # Only cameras with rules make events (and send this sink their end of stream).
+            cams = [cid for cid in cams if cid in with_rules]
+            if not cams:
+                log.warning("sink %s gets no events: none of its cameras has rules", sink.name)
         q = BoundedQueue(f"{sink.name}", cfg.pipeline.queue_size, QueuePolicy.BLOCK)
         for cid in cams:
-            routes[cid].append(q)
+            (routes if sink.wants_frames else event_routes)[cid].append(q)
         sinks.append(sink)
         sink_stages.append(SinkStage(index, sink, q, cams))
     for cam in cfg.cameras:
-        if not routes[cam.id]:
+        if not routes[cam.id] and not event_routes[cam.id]:
             log.warning("camera %s feeds no sink: its detections are counted but not written", cam.id)
 
     for model_id, model in models.items():
@@ -190,13 +217,22 @@ def build_graph(loaded: LoadedConfig, models: dict[str, LoadedModel] | None = No
             fps = cam.source.fps if cam.live and isinstance(cam.source, (FileSourceConfig, SyntheticSourceConfig)) else None
             stages.append(CaptureStage(cam.id, make_source(cam.source, cam.id), q, realtime=cam.live, fps=fps))
         cam_ids = [c.id for c in cams]
+        # Cameras with rules: postprocess → analytics (tracking + rules) → frame and event sinks.
+        post_routes: dict[str, list[BoundedQueue]] = {}
+        for cam in cams:
+            if cam.rules:
+                q = BoundedQueue(f"postprocess>analytics[{cam.id}]", cfg.pipeline.queue_size, QueuePolicy.BLOCK)
+                stages.append(AnalyticsStage(CameraAnalytics(cam, info.class_names), q, routes[cam.id], event_routes[cam.id]))
+                post_routes[cam.id] = [q]
+            else:
+                post_routes[cam.id] = routes[cam.id]
         to_inference = BoundedQueue(f"preprocess>inference[{model_id}]", cfg.pipeline.slots, QueuePolicy.BLOCK)
         to_postprocess = BoundedQueue(f"inference>postprocess[{model_id}]", cfg.pipeline.slots, QueuePolicy.BLOCK)
         stages.append(PreprocessStage(model_id, FanIn(camera_queues), to_inference, ring, info.input.name,
                                       model.batch, model.config.max_wait_ms / 1000.0, cam_ids))
         stages.append(InferenceStage(model_id, model.backend, ring, to_inference, to_postprocess, cam_ids))
         stages.append(PostprocessStage(model_id, to_postprocess, ring, model.decoder, info.outputs[0].name,
-                                       info.class_names, {cid: routes[cid] for cid in cam_ids}))
+                                       info.class_names, post_routes))
     stages.extend(sink_stages)
     if extra_stages is not None:
         stages.extend(extra_stages(ctx))

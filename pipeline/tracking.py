@@ -42,17 +42,6 @@ class TrackerConfig:
             raise ValueError(f"lost_timeout_s must be > 0, got {self.lost_timeout_s}")
 
 
-@dataclass(frozen=True, slots=True)
-class TrackedDetections:
-    """The detections of one frame that belong to a track, with their track ids."""
-
-    detections: Detections
-    track_id: np.ndarray  # (N,) int64, aligned with detections
-
-    def __len__(self) -> int:
-        return len(self.detections)
-
-
 class KalmanBoxes:
     """Constant-velocity Kalman filter for many boxes at once.
 
@@ -153,9 +142,10 @@ class ByteTracker:
     def active_ids(self) -> np.ndarray:
         return self._ids[self._confirmed].copy()
 
-    def update(self, detections: Detections, timestamp: float) -> TrackedDetections:
+    def update(self, detections: Detections, timestamp: float) -> np.ndarray:
         """Advances all tracks to `timestamp` (seconds, e.g. the frame's capture time) and assigns
-        detections to them. Returns the detections that belong to a confirmed track."""
+        detections to them. Returns (N,) track ids aligned with `detections`: -1 where a detection
+        belongs to no confirmed track (too weak, or a new object seen once so far)."""
         cfg = self.config
         self._drop_stale(timestamp)
         self._mean, self._cov = KalmanBoxes.predict(self._mean, self._cov, np.maximum(timestamp - self._last_step, 0.0))
@@ -211,11 +201,7 @@ class ByteTracker:
         is_confirmed[starters] = first_frame
         self._previous_time = timestamp
 
-        out = np.flatnonzero(is_confirmed)
-        return TrackedDetections(
-            Detections(detections.xyxy[out], detections.confidence[out], detections.class_id[out]),
-            det_ids[out],
-        )
+        return np.where(is_confirmed, det_ids, -1)
 
     def _associate(self, tracks: np.ndarray, dets: np.ndarray, predicted: np.ndarray, boxes: np.ndarray,
                    classes: np.ndarray, min_iou: float) -> tuple[np.ndarray, np.ndarray]:

@@ -51,7 +51,7 @@ class FrameTracks:
 
     camera: str
     seq: int
-    t: float  # seconds, monotonic capture time (drives durations)
+    t: float  # seconds of stream time (Frame.pts): drives durations
     wall: float  # wall-clock capture time (goes into events)
     xyxy: np.ndarray  # (N, 4)
     track_id: np.ndarray  # (N,)

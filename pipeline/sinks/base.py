@@ -7,6 +7,7 @@ import time
 from abc import ABC, abstractmethod
 
 from pipeline.frames import EndOfStream, FrameResult
+from pipeline.rules.engine import Event
 from pipeline.queues import BoundedQueue
 from pipeline.stage import Stage, StageContext, consume
 
@@ -15,6 +16,12 @@ log = logging.getLogger(__name__)
 
 class Sink(ABC):
     name: str
+    wants_frames: bool = True  # FrameResults (detections per frame)
+    wants_events: bool = False  # rule events
+
+    def write_event(self, event: Event) -> None:
+        """An event from the rules (only called when `wants_events`)."""
+        raise TypeError(f"{self.name} does not take events")
 
     @abstractmethod
     def open(self) -> None: ...
@@ -47,8 +54,11 @@ class SinkStage(Stage):
                     self.sink.end_camera(item.camera_id)
                     continue
                 t0 = time.perf_counter()
-                stats.ages.add(item.frame.age_ms())
-                self.sink.write(item)
+                if isinstance(item, Event):
+                    self.sink.write_event(item)
+                else:
+                    stats.ages.add(item.frame.age_ms())
+                    self.sink.write(item)
                 stats.add_work(time.perf_counter() - t0, 1)
         finally:
             self.sink.close()

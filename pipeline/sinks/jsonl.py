@@ -4,6 +4,7 @@ Record (documented in the README):
 {"camera": str, "seq": int, "source": str, "capture_ts": float (wall clock, s),
  "age_ms": float (capture → written), "width": int, "height": int,
  "detections": [{"class_id": int, "class_name": str, "confidence": float, "box": [x1, y1, x2, y2]}]}
+Cameras with rules add "track_id" to each detection and "alerts" (rules with an open incident).
 """
 
 from __future__ import annotations
@@ -25,7 +26,14 @@ def frame_record(result: FrameResult, now_mono: float) -> dict[str, Any]:
     boxes = det.xyxy.astype(np.float64).round(2).tolist()
     confidences = det.confidence.astype(np.float64).round(5).tolist()
     class_ids = det.class_id.tolist()
-    return {
+    detections = [
+        {"class_id": c, "class_name": names.get(c, str(c)), "confidence": s, "box": b}
+        for c, s, b in zip(class_ids, confidences, boxes, strict=True)
+    ]
+    if result.track_ids is not None:  # cameras with rules are tracked: -1 = not (yet) on a track
+        for d, track_id in zip(detections, result.track_ids.tolist(), strict=True):
+            d["track_id"] = track_id
+    record = {
         "camera": frame.camera_id,
         "seq": frame.seq,
         "source": frame.source_name,
@@ -33,11 +41,11 @@ def frame_record(result: FrameResult, now_mono: float) -> dict[str, Any]:
         "age_ms": round((now_mono - frame.capture_mono) * 1000.0, 3),
         "width": frame.width,
         "height": frame.height,
-        "detections": [
-            {"class_id": c, "class_name": names.get(c, str(c)), "confidence": s, "box": b}
-            for c, s, b in zip(class_ids, confidences, boxes, strict=True)
-        ],
+        "detections": detections,
     }
+    if result.track_ids is not None:
+        record["alerts"] = list(result.alerts)
+    return record
 
 
 class JsonlSink(Sink):

@@ -46,13 +46,37 @@ def _fit_into(image: np.ndarray, canvas: np.ndarray) -> None:
     cv2.resize(image, (nw, nh), dst=canvas[y : y + nh, x : x + nw], interpolation=cv2.INTER_AREA)
 
 
+def draw_overlay(canvas: np.ndarray, result: FrameResult) -> None:
+    """Zones (filled red while any alert is open, else yellow outlines) and lines, with their ids."""
+    overlay = result.overlay
+    if overlay is None:
+        return
+    color = (0, 0, 255) if result.alerts else (0, 215, 255)
+    for name, pts in overlay.zones.items():
+        poly = pts.round().astype(np.int32)
+        cv2.polylines(canvas, [poly], True, color, 2, cv2.LINE_AA)
+        cv2.putText(canvas, name, tuple(poly[0]), cv2.FONT_HERSHEY_SIMPLEX, 0.5, color, 1, cv2.LINE_AA)
+    for name, (a, b) in overlay.lines.items():
+        pa, pb = tuple(a.round().astype(int).tolist()), tuple(b.round().astype(int).tolist())
+        cv2.line(canvas, pa, pb, (255, 255, 0), 2, cv2.LINE_AA)
+        cv2.putText(canvas, name, pa, cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 0), 1, cv2.LINE_AA)
+    if result.alerts:
+        text = "ALERT: " + ", ".join(result.alerts)
+        h = canvas.shape[0]
+        cv2.rectangle(canvas, (0, h - 28), (min(canvas.shape[1], 14 + 11 * len(text)), h), (0, 0, 200), -1)
+        cv2.putText(canvas, text, (8, h - 9), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 2, cv2.LINE_AA)
+
+
 def draw_detections(canvas: np.ndarray, result: FrameResult) -> None:
     det = result.detections
     thickness = max(1, round(min(canvas.shape[:2]) / 400))
-    for (x1, y1, x2, y2), conf, cls in zip(det.xyxy.astype(int).tolist(), det.confidence.tolist(), det.class_id.tolist(), strict=True):
-        color = PALETTE[cls % len(PALETTE)]
+    track_ids = result.track_ids.tolist() if result.track_ids is not None else [-1] * len(det)
+    for (x1, y1, x2, y2), conf, cls, track in zip(det.xyxy.astype(int).tolist(), det.confidence.tolist(),
+                                                   det.class_id.tolist(), track_ids, strict=True):
+        color = PALETTE[(track if track >= 0 else cls) % len(PALETTE)]
         cv2.rectangle(canvas, (x1, y1), (x2, y2), color, thickness)
-        label = f"{result.class_names.get(cls, str(cls))} {conf:.2f}"
+        label = f"#{track} " if track >= 0 else ""
+        label += f"{result.class_names.get(cls, str(cls))} {conf:.2f}"
         (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
         top = max(y1 - th - base - 2, 0)
         cv2.rectangle(canvas, (x1, top), (x1 + tw + 2, top + th + base + 2), color, -1)
@@ -99,11 +123,13 @@ class VideoSink(Sink):
         cam.last_mono = frame.capture_mono
         if frame.image.shape == cam.canvas.shape:
             np.copyto(cam.canvas, frame.image)
+            draw_overlay(cam.canvas, result)
             draw_detections(cam.canvas, result)
         else:
             # A directory of images of mixed sizes: one video file has one size, so this frame is
             # drawn at its own size and fitted (letterboxed, black bars) into the file's.
             drawn = frame.image.copy()
+            draw_overlay(drawn, result)
             draw_detections(drawn, result)
             _fit_into(drawn, cam.canvas)
         header = f"{frame.camera_id}  {cam.fps:.1f} fps"

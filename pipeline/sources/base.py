@@ -76,7 +76,8 @@ class CaptureStage(Stage):
         cam.total_frames = info.total_frames
         cam.source_fps = self.fps or info.fps
         period = 1.0 / (self.fps or info.fps or 25.0) if self.realtime else 0.0
-        next_due = time.monotonic()
+        next_due = started = time.monotonic()
+        file_rate = None if self.realtime else (self.fps or info.fps)  # pts from the frame index
         seq = 0
         try:
             while not ctx.drain.is_set():
@@ -96,6 +97,7 @@ class CaptureStage(Stage):
                     capture_mono=now_mono,
                     capture_wall=time.time(),
                     source_name=got.name,
+                    pts=seq / file_rate if file_rate else now_mono - started,
                 )
                 if cam.first_in_mono is None:
                     cam.first_in_mono = now_mono

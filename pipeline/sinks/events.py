@@ -1,0 +1,95 @@
+"""Event sinks: ZeroMQ PUB (topic `camera/rule`) and events JSON Lines.
+
+The PUB socket never blocks the pipeline: sends are non-blocking, and when a subscriber's queue
+(the high-water mark) is full ZeroMQ drops for that subscriber; an `Again` is counted as a drop."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import IO
+
+import zmq
+
+from pipeline.frames import FrameResult
+from pipeline.rules.engine import Event
+from pipeline.sinks.base import Sink
+
+log = logging.getLogger(__name__)
+
+
+class ZmqEventSink(Sink):
+    wants_frames = False
+    wants_events = True
+
+    def __init__(self, endpoint: str, *, hwm: int = 1000) -> None:
+        self.endpoint = endpoint
+        self.hwm = hwm
+        self.name = f"zmq:{endpoint}"
+        self._ctx: zmq.Context | None = None
+        self._socket: zmq.Socket | None = None
+        self.published = 0
+        self.dropped = 0
+
+    def open(self) -> None:
+        self._ctx = zmq.Context()
+        sock = self._ctx.socket(zmq.PUB)
+        sock.setsockopt(zmq.SNDHWM, self.hwm)
+        sock.setsockopt(zmq.LINGER, 0)  # close never waits for slow subscribers
+        try:
+            sock.bind(self.endpoint)
+        except zmq.ZMQError as exc:
+            sock.close()
+            raise OSError(f"cannot bind ZeroMQ PUB socket on {self.endpoint}: {exc} (port in use? wrong address?)") from exc
+        self._socket = sock
+        log.info("publishing events on %s", self.endpoint)
+
+    def write(self, result: FrameResult) -> None:
+        raise TypeError(f"{self.name} takes events, not frames")
+
+    def write_event(self, event: Event) -> None:
+        if self._socket is None:
+            raise RuntimeError(f"{self.name}: write_event() before open()")
+        topic = f"{event.camera}/{event.rule}".encode()
+        try:
+            self._socket.send_multipart([topic, json.dumps(event.to_dict()).encode()], flags=zmq.NOBLOCK)
+            self.published += 1
+        except zmq.Again:
+            self.dropped += 1
+
+    def close(self) -> None:
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+        if self._ctx is not None:
+            self._ctx.term()
+            self._ctx = None
+
+
+class EventsJsonlSink(Sink):
+    wants_frames = False
+    wants_events = True
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.name = f"events:{self.path.name}"
+        self._file: IO[str] | None = None
+
+    def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = self.path.open("w", encoding="utf-8")
+
+    def write(self, result: FrameResult) -> None:
+        raise TypeError(f"{self.name} takes events, not frames")
+
+    def write_event(self, event: Event) -> None:
+        if self._file is None:
+            raise RuntimeError(f"{self.name}: write_event() before open()")
+        self._file.write(json.dumps(event.to_dict(), separators=(",", ":")) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None

@@ -1,0 +1,144 @@
+"""Tracking + rules + events end to end: real video, real model, real ZeroMQ sockets."""
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zmq
+
+from pipeline.config import load_config
+from pipeline.graph import build_graph
+from pipeline.rules.geometry import Polygon, anchor_points
+from pipeline.runner import execute
+from pipeline.stage import GraphFailed
+
+from conftest import run_cli
+
+ZONE = [[0.30, 0.45], [0.70, 0.45], [0.70, 0.95], [0.30, 0.95]]
+
+
+def config(tmp_path: Path, media: Path, model_path: Path, *, port: int | None = None, frames: int = 341,
+           zone=ZONE, extra_sinks: str = "") -> Path:
+    zmq_sink = f"  - {{type: zmq, endpoint: 'tcp://127.0.0.1:{port}', hwm: 10}}\n" if port else ""
+    text = f"""
+cameras:
+  - id: floor
+    source: {{type: file, path: {media / 'crowd_overhead.mp4'}, max_frames: {frames}}}
+    model: yolo
+    zones:
+      - {{id: danger, units: normalized, points: {zone}}}
+    rules:
+      - {{id: intrusion, type: zone_intrusion, zone: danger, classes: [person], min_seconds: 0,
+          clear_seconds: 1.0, cooldown_seconds: 1000}}
+models:
+  - {{id: yolo, path: {model_path}, classes: [person]}}
+sinks:
+  - {{type: jsonl, path: out/frames.jsonl}}
+  - {{type: events, path: out/events.jsonl}}
+{zmq_sink}{extra_sinks}"""
+    path = tmp_path / "site.yaml"
+    path.write_text(text)
+    return path
+
+
+def read(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def free_port() -> int:
+    ctx = zmq.Context.instance()
+    sock = ctx.socket(zmq.PUB)
+    port = sock.bind_to_random_port("tcp://127.0.0.1")
+    sock.close(linger=0)
+    return port
+
+
+def test_one_start_event_per_track_that_entered_the_zone(tmp_path, media, model_path):
+    execute(build_graph(load_config(config(tmp_path, media, model_path))), handle_signals=False)
+    frames, events = read(tmp_path / "out" / "frames.jsonl"), read(tmp_path / "out" / "events.jsonl")
+    w, h = frames[0]["width"], frames[0]["height"]
+    zone = Polygon("danger", np.array(ZONE) * [w, h])
+    entered = set()
+    for record in frames:
+        tracked = [d for d in record["detections"] if d["track_id"] >= 0]
+        if tracked:
+            inside = zone.contains(anchor_points(np.array([d["box"] for d in tracked], np.float64), "bottom_center"))
+            entered |= {d["track_id"] for d, ok in zip(tracked, inside) if ok}
+    starts = [e for e in events if e["kind"] == "start"]
+    assert len(entered) > 5, "the crowd video has people walking through the zone"
+    assert sorted(t for e in starts for t in e["track_ids"]) == sorted(entered)
+    assert len([e for e in events if e["kind"] == "end"]) == len(starts), "every incident ends"
+    for e in starts:
+        assert set(e) >= {"event_id", "kind", "rule", "camera", "track_ids", "classes", "zone", "ts", "seq", "boxes",
+                          "snapshot", "clip"}
+        assert e["rule"] == "intrusion" and e["camera"] == "floor" and e["zone"] == "danger" and e["classes"] == ["person"]
+
+
+def test_events_arrive_on_a_real_zmq_subscriber_and_listen_prints_them(tmp_path, media, model_path):
+    port = free_port()
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.connect(f"tcp://127.0.0.1:{port}")
+    sub.setsockopt(zmq.SUBSCRIBE, b"floor/")
+    got: list[tuple[bytes, dict]] = []
+
+    def receive() -> None:
+        while sub.poll(15000):
+            topic, payload = sub.recv_multipart()
+            got.append((topic, json.loads(payload)))
+
+    listener = threading.Thread(target=receive)
+    listener.start()
+    graph = build_graph(load_config(config(tmp_path, media, model_path, port=port, frames=120)))
+    time.sleep(0.3)  # PUB/SUB: let the subscription reach the publisher before the first event
+    execute(graph, handle_signals=False)
+    listener.join(20)
+    sub.close(linger=0)
+    ctx.term()
+    written = read(tmp_path / "out" / "events.jsonl")
+    assert written and [e for _, e in got] == written
+    assert all(topic == b"floor/intrusion" for topic, _ in got)
+
+
+def test_a_subscriber_that_never_reads_does_not_slow_the_pipeline(tmp_path, media, model_path):
+    port = free_port()
+    ctx = zmq.Context()
+    lazy = ctx.socket(zmq.SUB)
+    lazy.setsockopt(zmq.RCVHWM, 1)
+    lazy.connect(f"tcp://127.0.0.1:{port}")
+    lazy.setsockopt(zmq.SUBSCRIBE, b"")  # subscribed, never reads
+    graph = build_graph(load_config(config(tmp_path, media, model_path, port=port, frames=120)))
+    t0 = time.monotonic()
+    summary = execute(graph, handle_signals=False)
+    assert summary.frames_out == 120
+    zmq_sink = next(s for s in graph.sinks if s.name.startswith("zmq:"))
+    assert zmq_sink.published + zmq_sink.dropped == len(read(tmp_path / "out" / "events.jsonl"))
+    assert time.monotonic() - t0 < 120
+    lazy.close(linger=0)
+    ctx.term()
+
+
+def test_zone_outside_the_frame_names_camera_and_zone(tmp_path, media, model_path):
+    cfg = config(tmp_path, media, model_path, frames=5, zone=[[0.5, 0.5], [1.5, 0.5], [1.5, 0.9]])
+    with pytest.raises(GraphFailed, match=r"camera 'floor': zone 'danger' lies outside the 854x480 frame"):
+        execute(build_graph(load_config(cfg)), handle_signals=False)
+
+
+def test_rule_config_errors(tmp_path, media, model_path):
+    cfg = config(tmp_path, media, model_path)
+    text = cfg.read_text().replace("zone: danger, classes: [person]", "zone: dangr, classes: [persn]")
+    cfg.write_text(text)
+    result = run_cli("validate", str(cfg))
+    assert result.returncode == 2
+    assert "cameras[0].rules[0].zone: rule 'intrusion' of camera 'floor' refers to unknown zone 'dangr' (did you mean 'danger'?)" in result.stderr
+
+
+def test_rule_class_names_are_checked_against_the_model(tmp_path, media, model_path):
+    cfg = config(tmp_path, media, model_path)
+    cfg.write_text(cfg.read_text().replace("classes: [person], min_seconds", "classes: [persn], min_seconds"))
+    result = run_cli("validate", str(cfg))
+    assert result.returncode == 2
+    assert "cameras[0].rules[0].classes[0]: unknown class name 'persn' (did you mean 'person'?)" in result.stderr
