@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from pipeline.backends.base import Backend, ModelLoadError, create_backend
 from pipeline.analytics import AnalyticsStage, CameraAnalytics
+from pipeline.evidence import EvidenceStage
 from pipeline.config import (
     ConfigError,
     ConfigIssue,
@@ -194,6 +195,11 @@ def build_graph(loaded: LoadedConfig, models: dict[str, LoadedModel] | None = No
         if not routes[cam.id] and not event_routes[cam.id]:
             log.warning("camera %s feeds no sink: its detections are counted but not written", cam.id)
 
+    evidence_q: BoundedQueue | None = None
+    if cfg.evidence is not None and with_rules:
+        evidence_q = BoundedQueue("analytics>evidence", max(cfg.pipeline.queue_size, 16), QueuePolicy.BLOCK)
+        stages.append(EvidenceStage(cfg.evidence, evidence_q, sorted(with_rules), event_routes))
+
     for model_id, model in models.items():
         cams = [c for c in cfg.cameras if c.model == model_id]
         if not cams:
@@ -217,12 +223,15 @@ def build_graph(loaded: LoadedConfig, models: dict[str, LoadedModel] | None = No
             fps = cam.source.fps if cam.live and isinstance(cam.source, (FileSourceConfig, SyntheticSourceConfig)) else None
             stages.append(CaptureStage(cam.id, make_source(cam.source, cam.id), q, realtime=cam.live, fps=fps))
         cam_ids = [c.id for c in cams]
-        # Cameras with rules: postprocess → analytics (tracking + rules) → frame and event sinks.
+        # Cameras with rules: postprocess → analytics (tracking + rules) → frame sinks, and events
+        # → evidence (when configured, which also keeps the frames) → event sinks.
         post_routes: dict[str, list[BoundedQueue]] = {}
         for cam in cams:
             if cam.rules:
                 q = BoundedQueue(f"postprocess>analytics[{cam.id}]", cfg.pipeline.queue_size, QueuePolicy.BLOCK)
-                stages.append(AnalyticsStage(CameraAnalytics(cam, info.class_names), q, routes[cam.id], event_routes[cam.id]))
+                to_events = [evidence_q] if evidence_q is not None else event_routes[cam.id]
+                to_frames = routes[cam.id] + ([evidence_q] if evidence_q is not None else [])
+                stages.append(AnalyticsStage(CameraAnalytics(cam, info.class_names), q, to_frames, to_events))
                 post_routes[cam.id] = [q]
             else:
                 post_routes[cam.id] = routes[cam.id]

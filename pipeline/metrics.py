@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 AGE_WINDOW = 8192
-_STAGE_ORDER = {"capture": 0, "preprocess": 1, "inference": 2, "postprocess": 3, "analytics": 4, "sink": 5}
+_STAGE_ORDER = {"capture": 0, "preprocess": 1, "inference": 2, "postprocess": 3, "analytics": 4, "evidence": 5, "sink": 6}
 
 
 class AgeWindow:

@@ -142,3 +142,41 @@ def test_rule_class_names_are_checked_against_the_model(tmp_path, media, model_p
     result = run_cli("validate", str(cfg))
     assert result.returncode == 2
     assert "cameras[0].rules[0].classes[0]: unknown class name 'persn' (did you mean 'person'?)" in result.stderr
+
+
+def test_snapshots_and_clips_cover_the_asked_span(tmp_path, media, model_path):
+    evidence = tmp_path / "evidence"
+    cfg = config(tmp_path, media, model_path, frames=150)
+    cfg.write_text(cfg.read_text() + f"evidence: {{dir: {evidence}, pre_seconds: 1.0, post_seconds: 1.0}}\n")
+    execute(build_graph(load_config(cfg)), handle_signals=False)
+    events = read(tmp_path / "out" / "events.jsonl")
+    starts = [e for e in events if e["kind"] == "start"]
+    clips = {e["event_id"]: e for e in events if e["kind"] == "update" and e["clip"]}
+    assert starts and len(clips) == len(starts)
+    last_pts = 149 / 25
+    for start in starts:
+        import cv2
+
+        snapshot = cv2.imread(start["snapshot"])
+        assert snapshot is not None and snapshot.shape == (480, 854, 3)
+        clip = clips[start["event_id"]]
+        cap = cv2.VideoCapture(clip["clip"])
+        n = 0
+        while cap.read()[0]:
+            n += 1
+        assert n >= 2, f"{clip['clip']} decodes"
+        at = start["seq"] / 25
+        assert clip["data"]["clip_start_pts"] <= max(0.0, at - 1.0) + 0.05
+        assert clip["data"]["clip_end_pts"] >= min(last_pts, at + 1.0) - 0.05
+
+
+def test_evidence_disk_cap_deletes_oldest_first(tmp_path, media, model_path):
+    evidence = tmp_path / "evidence"
+    cfg = config(tmp_path, media, model_path, frames=100)
+    cfg.write_text(cfg.read_text() + f"evidence: {{dir: {evidence}, clips: false, max_disk_mb: 0.3}}\n")
+    execute(build_graph(load_config(cfg)), handle_signals=False)
+    files = sorted((evidence / "snapshots").iterdir(), key=lambda p: p.stat().st_mtime)
+    starts = [e for e in read(tmp_path / "out" / "events.jsonl") if e["kind"] == "start"]
+    assert sum(p.stat().st_size for p in files) <= 0.3 * 1024 * 1024
+    assert len(files) < len(starts), "older snapshots were deleted"
+    assert Path(starts[-1]["snapshot"]).exists(), "the newest is kept"
