@@ -114,6 +114,13 @@ def xyah_to_xyxy(xyah: np.ndarray) -> np.ndarray:
     return np.stack([xyah[:, 0] - w / 2, xyah[:, 1] - xyah[:, 3] / 2, xyah[:, 0] + w / 2, xyah[:, 1] + xyah[:, 3] / 2], 1)
 
 
+def _without(values: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """`values` minus the entries at `positions` (order kept)."""
+    keep = np.ones(values.shape[0], bool)
+    keep[positions] = False
+    return values[keep]
+
+
 def _match(cost: np.ndarray, max_cost: float) -> tuple[np.ndarray, np.ndarray]:
     """Row and column indices of the optimal assignment, keeping pairs with cost <= max_cost."""
     if cost.size == 0:
@@ -165,8 +172,8 @@ class ByteTracker:
         # 1. High detections against confirmed tracks (recently seen or lost).
         rows, cols = self._associate(confirmed, high, predicted, boxes, detections.class_id, cfg.match_iou)
         det_track[high[cols]] = confirmed[rows]
-        left_tracks = np.setdiff1d(confirmed, confirmed[rows])
-        left_high = np.setdiff1d(high, high[cols])
+        left_tracks = _without(confirmed, rows)
+        left_high = _without(high, cols)
         # 2. Low detections against the confirmed tracks still unmatched that were seen last step.
         recent = left_tracks[self._last_seen[left_tracks] >= self._previous_time]
         rows, cols = self._associate(recent, low, predicted, boxes, detections.class_id, cfg.low_match_iou)
@@ -175,9 +182,9 @@ class ByteTracker:
         rows, cols = self._associate(unconfirmed, left_high, predicted, boxes, detections.class_id, cfg.unconfirmed_match_iou)
         det_track[left_high[cols]] = unconfirmed[rows]
         self._confirmed[unconfirmed[rows]] = True
-        left_high = np.setdiff1d(left_high, left_high[cols])
+        left_high = _without(left_high, cols)
         # A new track that found no partner on its second frame is dropped at once.
-        unconfirmed_unmatched = np.setdiff1d(unconfirmed, unconfirmed[rows])
+        unconfirmed_unmatched = _without(unconfirmed, rows)
 
         matched = det_track >= 0
         tracks = det_track[matched]

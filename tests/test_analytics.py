@@ -180,3 +180,22 @@ def test_evidence_disk_cap_deletes_oldest_first(tmp_path, media, model_path):
     assert sum(p.stat().st_size for p in files) <= 0.3 * 1024 * 1024
     assert len(files) < len(starts), "older snapshots were deleted"
     assert Path(starts[-1]["snapshot"]).exists(), "the newest is kept"
+
+
+def test_listen_command_prints_each_event_as_a_json_line(tmp_path, media, model_path):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    port = free_port()
+    listener = subprocess.Popen([sys.executable, str(REPO / "run.py"), "listen", f"tcp://127.0.0.1:{port}",
+                                 "--topic", "floor/", "--count", "2", "--timeout", "60"],
+                                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.0)  # the subscriber connects before the first event is published
+    execute(build_graph(load_config(config(tmp_path, media, model_path, port=port, frames=60))), handle_signals=False)
+    out, err = listener.communicate(timeout=60)
+    assert listener.returncode == 0, err
+    lines = [json.loads(line) for line in out.strip().splitlines()]
+    assert len(lines) == 2 and all(e["camera"] == "floor" and e["rule"] == "intrusion" for e in lines)
+    assert lines == read(tmp_path / "out" / "events.jsonl")[:2]

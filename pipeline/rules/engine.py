@@ -58,6 +58,35 @@ class FrameTracks:
     class_id: np.ndarray  # (N,)
     confidence: np.ndarray  # (N,)
     class_names: dict[int, str]
+    # Work shared by the rules of one frame (anchor points, zone membership), filled on first use.
+    cache: dict[tuple[str, ...], np.ndarray] = field(default_factory=dict, compare=False)
+
+    def anchors(self, anchor: Anchor) -> np.ndarray:
+        key = ("anchor", anchor)
+        if key not in self.cache:
+            self.cache[key] = anchor_points(self.xyxy, anchor)
+        return self.cache[key]
+
+    def inside(self, zone: Polygon, anchor: Anchor) -> np.ndarray:
+        key = ("zone", zone.name, anchor)
+        if key not in self.cache:
+            self.cache[key] = zone.contains(self.anchors(anchor))
+        return self.cache[key]
+
+
+def class_table(classes: frozenset[int] | None) -> np.ndarray | None:
+    """A lookup table for `np.isin(class_id, classes)` as one indexing operation per frame."""
+    if classes is None:
+        return None
+    table = np.zeros(max(classes, default=-1) + 2, bool)  # the last entry stands for "any larger id"
+    table[list(classes)] = True
+    return table
+
+
+def class_mask(table: np.ndarray | None, class_id: np.ndarray) -> np.ndarray:
+    if table is None:
+        return np.ones(class_id.shape[0], bool)
+    return table[np.minimum(class_id, table.shape[0] - 1)]
 
 
 class Rule(ABC):
@@ -68,13 +97,13 @@ class Rule(ABC):
     def __init__(self, name: str, classes: frozenset[int] | None, anchor: Anchor, debouncer: Debouncer) -> None:
         self.name = name
         self.classes = classes
+        self._classes = class_table(classes)
         self.anchor = anchor
         self.debouncer = debouncer
         self._incidents: dict[Hashable, tuple[str, float]] = {}  # subject -> (event id, start wall time)
 
-    def wanted(self, f: FrameTracks, classes: frozenset[int] | None = None) -> np.ndarray:
-        allowed = self.classes if classes is None else classes
-        return np.ones(f.class_id.shape[0], bool) if allowed is None else np.isin(f.class_id, list(allowed))
+    def wanted(self, f: FrameTracks) -> np.ndarray:
+        return class_mask(self._classes, f.class_id)
 
     @abstractmethod
     def true_subjects(self, f: FrameTracks) -> dict[Hashable, dict[str, Any]]:
@@ -127,7 +156,7 @@ class ZoneIntrusion(Rule):
         return self.zone.name
 
     def true_subjects(self, f: FrameTracks) -> dict[Hashable, dict[str, Any]]:
-        inside = self.wanted(f) & self.zone.contains(anchor_points(f.xyxy, self.anchor))
+        inside = self.wanted(f) & f.inside(self.zone, self.anchor)
         return {int(t): {} for t in f.track_id[inside]}
 
 
@@ -156,7 +185,7 @@ class Count(Rule):
         return list(self._inside)
 
     def true_subjects(self, f: FrameTracks) -> dict[Hashable, dict[str, Any]]:
-        inside = self.wanted(f) & self.zone.contains(anchor_points(f.xyxy, self.anchor))
+        inside = self.wanted(f) & f.inside(self.zone, self.anchor)
         self._inside = [int(t) for t in f.track_id[inside]]
         count = len(self._inside)
         return {self.zone.name: {"count": count, "max_count": self.max_count}} if count > self.max_count else {}
@@ -172,15 +201,17 @@ class Proximity(Rule):
                  debouncer: Debouncer, max_distance: float, relative: bool) -> None:
         super().__init__(name, classes, anchor, debouncer)
         self.classes_b = classes_b
+        self._classes_b = class_table(classes_b)
         self.max_distance = max_distance
         self.relative = relative
 
     def true_subjects(self, f: FrameTracks) -> dict[Hashable, dict[str, Any]]:
         a = np.flatnonzero(self.wanted(f))
-        b = np.flatnonzero(self.wanted(f, self.classes_b))
+        b = np.flatnonzero(class_mask(self._classes_b, f.class_id))
         if a.size == 0 or b.size == 0:
             return {}
-        pa, pb = anchor_points(f.xyxy[a], self.anchor), anchor_points(f.xyxy[b], self.anchor)
+        points = f.anchors(self.anchor)
+        pa, pb = points[a], points[b]
         dist = np.linalg.norm(pa[:, None, :] - pb[None, :, :], axis=2)  # (A, B)
         limit = self.max_distance * (f.xyxy[a, 3] - f.xyxy[a, 1])[:, None] if self.relative else self.max_distance
         close = (dist < limit) & (f.track_id[a][:, None] != f.track_id[b][None, :])
@@ -217,7 +248,7 @@ class LineCrossing(Rule):
 
     def process(self, f: FrameTracks) -> list[Event]:
         rows = np.flatnonzero(self.wanted(f))
-        points = anchor_points(f.xyxy[rows], self.anchor)
+        points = f.anchors(self.anchor)[rows]
         ids = f.track_id[rows]
         known = np.array([int(t) in self._last_point for t in ids], bool)
         events = []

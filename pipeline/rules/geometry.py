@@ -6,7 +6,7 @@ fall outside the frame."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -30,17 +30,24 @@ def anchor_points(xyxy: np.ndarray, anchor: Anchor) -> np.ndarray:
 class Polygon:
     name: str
     points: np.ndarray  # (K, 2) pixels
+    _edges: tuple[np.ndarray, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        x1, y1 = self.points[:, 0].astype(np.float64), self.points[:, 1].astype(np.float64)
+        x2, y2 = np.roll(x1, -1), np.roll(y1, -1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            slope = (x2 - x1) / (y2 - y1)  # inf on horizontal edges, which never span a height
+        object.__setattr__(self, "_edges", (x1, y1, y2, slope))
 
     def contains(self, xy: np.ndarray) -> np.ndarray:
         """(N,) bool: points inside (even-odd ray casting, vectorised over points and edges)."""
         if xy.shape[0] == 0:
             return np.zeros(0, bool)
         px, py = xy[:, 0:1], xy[:, 1:2]  # (N, 1)
-        x1, y1 = self.points[:, 0], self.points[:, 1]  # (K,)
-        x2, y2 = np.roll(x1, -1), np.roll(y1, -1)
+        x1, y1, y2, slope = self._edges
         crosses = (y1 > py) != (y2 > py)  # (N, K): edge spans the point's height
-        with np.errstate(divide="ignore", invalid="ignore"):
-            x_at = x1 + (py - y1) * (x2 - x1) / (y2 - y1)
+        with np.errstate(invalid="ignore"):
+            x_at = x1 + (py - y1) * slope
         return np.count_nonzero(crosses & (px < x_at), axis=1) % 2 == 1
 
 

@@ -56,6 +56,8 @@ class SinkStage(Stage):
                 t0 = time.perf_counter()
                 if isinstance(item, Event):
                     self.sink.write_event(item)
+                    # An event's age: capture of the frame that caused it → handed to this sink.
+                    stats.ages.add((time.time() - item.ts) * 1000.0)
                 else:
                     stats.ages.add(item.frame.age_ms())
                     self.sink.write(item)
