@@ -21,7 +21,7 @@ ZONE = [[0.30, 0.45], [0.70, 0.45], [0.70, 0.95], [0.30, 0.95]]
 
 
 def config(tmp_path: Path, media: Path, model_path: Path, *, port: int | None = None, frames: int = 341,
-           zone=ZONE, extra_sinks: str = "") -> Path:
+           zone=ZONE, extra_sinks: str = "", min_seconds: float = 0) -> Path:
     zmq_sink = f"  - {{type: zmq, endpoint: 'tcp://127.0.0.1:{port}', hwm: 10}}\n" if port else ""
     text = f"""
 cameras:
@@ -31,7 +31,7 @@ cameras:
     zones:
       - {{id: danger, units: normalized, points: {zone}}}
     rules:
-      - {{id: intrusion, type: zone_intrusion, zone: danger, classes: [person], min_seconds: 0,
+      - {{id: intrusion, type: zone_intrusion, zone: danger, classes: [person], min_seconds: {min_seconds},
           clear_seconds: 1.0, cooldown_seconds: 1000}}
 models:
   - {{id: yolo, path: {model_path}, classes: [person]}}
@@ -92,8 +92,9 @@ def test_events_arrive_on_a_real_zmq_subscriber_and_listen_prints_them(tmp_path,
 
     listener = threading.Thread(target=receive)
     listener.start()
-    graph = build_graph(load_config(config(tmp_path, media, model_path, port=port, frames=120)))
-    time.sleep(0.3)  # PUB/SUB: let the subscription reach the publisher before the first event
+    # PUB/SUB drops what is published before a subscription arrives ("slow joiner"): the first
+    # event comes only after 1 s of stream time (~2 s of processing here), long after the connect.
+    graph = build_graph(load_config(config(tmp_path, media, model_path, port=port, frames=120, min_seconds=1.0)))
     execute(graph, handle_signals=False)
     listener.join(20)
     sub.close(linger=0)
@@ -192,8 +193,9 @@ def test_listen_command_prints_each_event_as_a_json_line(tmp_path, media, model_
     listener = subprocess.Popen([sys.executable, str(REPO / "run.py"), "listen", f"tcp://127.0.0.1:{port}",
                                  "--topic", "floor/", "--count", "2", "--timeout", "60"],
                                 cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(1.0)  # the subscriber connects before the first event is published
-    execute(build_graph(load_config(config(tmp_path, media, model_path, port=port, frames=60))), handle_signals=False)
+    time.sleep(1.0)  # the listener is up; the first event needs 1 s of stream time (slow joiner, see above)
+    execute(build_graph(load_config(config(tmp_path, media, model_path, port=port, frames=90, min_seconds=1.0))),
+            handle_signals=False)
     out, err = listener.communicate(timeout=60)
     assert listener.returncode == 0, err
     lines = [json.loads(line) for line in out.strip().splitlines()]
