@@ -58,13 +58,8 @@ class KalmanBoxes:
         n = xyah.shape[0]
         mean = np.zeros((n, 8))
         mean[:, :4] = xyah
-        h = xyah[:, 3]
-        std = np.stack([2 * KalmanBoxes.STD_POS * h, 2 * KalmanBoxes.STD_POS * h, np.full(n, 1e-2), 2 * KalmanBoxes.STD_POS * h,
-                        10 * KalmanBoxes.STD_VEL * h, 10 * KalmanBoxes.STD_VEL * h, np.full(n, 1e-5), 10 * KalmanBoxes.STD_VEL * h], 1)
-        cov = np.zeros((n, 8, 8))
-        idx = np.arange(8)
-        cov[:, idx, idx] = std**2
-        return mean, cov
+        # A new box: position as measured, velocity unknown (wide).
+        return mean, _diagonal(_state_std(xyah[:, 3], pos=2.0, vel=10.0) ** 2)
 
     @staticmethod
     def predict(mean: np.ndarray, cov: np.ndarray, dt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -74,12 +69,8 @@ class KalmanBoxes:
             return mean, cov
         f = np.tile(np.eye(8), (n, 1, 1))
         f[:, np.arange(4), np.arange(4) + 4] = dt[:, None]
-        h = mean[:, 3]
-        std = np.stack([KalmanBoxes.STD_POS * h, KalmanBoxes.STD_POS * h, np.full(n, 1e-2), KalmanBoxes.STD_POS * h,
-                        KalmanBoxes.STD_VEL * h, KalmanBoxes.STD_VEL * h, np.full(n, 1e-5), KalmanBoxes.STD_VEL * h], 1)
-        q = np.zeros((n, 8, 8))
-        idx = np.arange(8)
-        q[:, idx, idx] = std**2 * np.maximum(dt, 1e-3)[:, None] * 25  # per-frame noise at 25 fps, scaled by time
+        # Process noise per frame at 25 fps, scaled by the time actually elapsed.
+        q = _diagonal(_state_std(mean[:, 3], pos=1.0, vel=1.0) ** 2 * np.maximum(dt, 1e-3)[:, None] * 25)
         mean = np.einsum("nij,nj->ni", f, mean)
         cov = f @ cov @ np.transpose(f, (0, 2, 1)) + q
         return mean, cov
@@ -90,10 +81,7 @@ class KalmanBoxes:
         if n == 0:
             return mean, cov
         h = mean[:, 3]
-        std = np.stack([KalmanBoxes.STD_POS * h, KalmanBoxes.STD_POS * h, np.full(n, 1e-1), KalmanBoxes.STD_POS * h], 1)
-        r = np.zeros((n, 4, 4))
-        idx = np.arange(4)
-        r[:, idx, idx] = std**2
+        r = _diagonal(np.stack([KalmanBoxes.STD_POS * h, KalmanBoxes.STD_POS * h, np.full(n, 1e-1), KalmanBoxes.STD_POS * h], 1) ** 2)
         proj_mean = mean[:, :4]
         proj_cov = cov[:, :4, :4] + r
         gain = np.linalg.solve(proj_cov, cov[:, :4, :]).transpose(0, 2, 1)  # (n, 8, 4); proj_cov is symmetric
@@ -101,6 +89,20 @@ class KalmanBoxes:
         mean = mean + np.einsum("nij,nj->ni", gain, innovation)
         cov = cov - gain @ proj_cov @ gain.transpose(0, 2, 1)
         return mean, cov
+
+
+def _state_std(h: np.ndarray, *, pos: float, vel: float) -> np.ndarray:
+    """(N, 8) standard deviations of (cx, cy, a, h, and their velocities), relative to box height."""
+    p, v = pos * KalmanBoxes.STD_POS * h, vel * KalmanBoxes.STD_VEL * h
+    return np.stack([p, p, np.full_like(h, 1e-2), p, v, v, np.full_like(h, 1e-5), v], 1)
+
+
+def _diagonal(values: np.ndarray) -> np.ndarray:
+    """(N, K) -> (N, K, K) diagonal matrices."""
+    n, k = values.shape
+    out = np.zeros((n, k, k))
+    out[:, np.arange(k), np.arange(k)] = values
+    return out
 
 
 def xyxy_to_xyah(xyxy: np.ndarray) -> np.ndarray:

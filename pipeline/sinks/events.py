@@ -8,13 +8,13 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import IO
 
 import zmq
 
 from pipeline.frames import FrameResult
 from pipeline.rules.engine import Event
 from pipeline.sinks.base import Sink
+from pipeline.sinks.jsonl import JsonLinesFile
 
 log = logging.getLogger(__name__)
 
@@ -74,22 +74,16 @@ class EventsJsonlSink(Sink):
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.name = f"events:{self.path.name}"
-        self._file: IO[str] | None = None
+        self._out = JsonLinesFile(self.path)
 
     def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = self.path.open("w", encoding="utf-8")
+        self._out.open()
 
     def write(self, result: FrameResult) -> None:
         raise TypeError(f"{self.name} takes events, not frames")
 
     def write_event(self, event: Event) -> None:
-        if self._file is None:
-            raise RuntimeError(f"{self.name}: write_event() before open()")
-        self._file.write(json.dumps(event.to_dict(), separators=(",", ":")) + "\n")
-        self._file.flush()
+        self._out.write(event.to_dict())
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        self._out.close()

@@ -48,23 +48,40 @@ def frame_record(result: FrameResult, now_mono: float) -> dict[str, Any]:
     return record
 
 
-class JsonlSink(Sink):
+class JsonLinesFile:
+    """An output file of one JSON object per line, flushed per line so a stopped run leaves whole lines."""
+
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.name = f"jsonl:{self.path.name}"
         self._file: IO[str] | None = None
 
     def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = self.path.open("w", encoding="utf-8")
 
-    def write(self, result: FrameResult) -> None:
+    def write(self, record: dict[str, Any]) -> None:
         if self._file is None:
-            raise RuntimeError(f"{self.name}: write() before open()")
-        self._file.write(json.dumps(frame_record(result, time.monotonic()), separators=(",", ":")) + "\n")
+            raise RuntimeError(f"{self.path}: write before open")
+        self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
         self._file.flush()
 
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+class JsonlSink(Sink):
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.name = f"jsonl:{self.path.name}"
+        self._out = JsonLinesFile(self.path)
+
+    def open(self) -> None:
+        self._out.open()
+
+    def write(self, result: FrameResult) -> None:
+        self._out.write(frame_record(result, time.monotonic()))
+
+    def close(self) -> None:
+        self._out.close()
