@@ -88,7 +88,8 @@ class CameraAnalytics:
                 rules.append(Proximity(r.id, classes, resolve_classes(self.class_names, r.classes_b), r.anchor,
                                        debounce(r.min_seconds), r.max_distance, r.units == "box_height"))
             elif isinstance(r, LineCrossingRule):
-                rules.append(LineCrossing(r.id, lines[r.line], classes, r.anchor, r.direction, r.cooldown_seconds))
+                rules.append(LineCrossing(r.id, lines[r.line], classes, r.anchor, r.direction, r.cooldown_seconds,
+                                          forget_after_s=max(5.0, 2 * cam.tracker.lost_timeout_s)))
             else:
                 raise TypeError(f"camera {cam.id!r}: no rule class for {type(r).__name__}")
         self.engine = RuleEngine(cam.id, rules)

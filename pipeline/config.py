@@ -30,6 +30,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from pipeline.paths import SHARED_ENV, shared_dir
@@ -132,7 +133,7 @@ class ZoneConfig(Strict):
 
 class LineConfig(Strict):
     id: Identifier
-    points: tuple[Point, Point]  # a → b; `in` means crossing from the right of a→b to its left
+    points: tuple[Point, Point]  # a → b; `in`: from the left-hand to the right-hand side walking a→b
     units: Literal["pixels", "normalized"] = "pixels"
 
 
@@ -188,6 +189,13 @@ class TrackerSettings(Strict):
     low_score: float = Field(0.1, gt=0, lt=1)
     new_track_score: float = Field(0.6, gt=0, le=1)
     lost_timeout_s: float = Field(1.0, gt=0, le=60)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TrackerSettings:
+        if not self.low_score <= self.high_score <= self.new_track_score:
+            raise ValueError(f"need low_score <= high_score <= new_track_score, got {self.low_score}, "
+                             f"{self.high_score} and {self.new_track_score}")
+        return self
 
 
 class CameraConfig(Strict):
@@ -508,6 +516,9 @@ def cross_check(loaded: LoadedConfig) -> list[ConfigIssue]:
                 if item.id in seen_ids:
                     issues.append(loaded.issue(("cameras", i, section, j, "id"), f"duplicate id {item.id!r} (also {section}[{seen_ids[item.id]}])"))
                 seen_ids.setdefault(item.id, j)
+        for j, ln in enumerate(cam.lines):
+            if tuple(ln.points[0]) == tuple(ln.points[1]):
+                issues.append(loaded.issue(("cameras", i, "lines", j, "points"), f"line {ln.id!r} has two equal points: it can never be crossed"))
         zone_ids, line_ids = [z.id for z in cam.zones], [ln.id for ln in cam.lines]
         for j, rule in enumerate(cam.rules):
             ref, known = ("line", line_ids) if isinstance(rule, LineCrossingRule) else ("zone", zone_ids)
@@ -529,7 +540,10 @@ def cross_check(loaded: LoadedConfig) -> list[ConfigIssue]:
                 issues.append(loaded.issue(("sinks", i, "cameras", j),
                                            f"unknown camera {cam_id!r}{did_you_mean(cam_id, camera_ids)}; cameras are {camera_ids}"))
         if isinstance(sink, ZmqSinkConfig):
-            continue  # no file; one endpoint per sink is checked when it binds
+            if sink.endpoint in outputs:
+                issues.append(loaded.issue(("sinks", i, "endpoint"), f"same endpoint as sinks[{outputs[sink.endpoint]}]: {sink.endpoint}"))
+            outputs.setdefault(sink.endpoint, i)
+            continue
         if isinstance(sink, VideoSinkConfig) and len(cfg.sink_cameras(sink)) > 1 and "{camera}" not in str(sink.path):
             issues.append(loaded.issue(("sinks", i, "path"),
                                        f"a video sink for {len(cfg.sink_cameras(sink))} cameras needs '{{camera}}' in its path "

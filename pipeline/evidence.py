@@ -4,7 +4,10 @@ the hot path, between the analytics stages and the event sinks; oldest files are
 folder grows past `max_disk_mb`.
 
 Events leave this stage in order. A `start` carries its snapshot's path; once its clip is written,
-an `update` event of the same incident (same event_id) carries the clip's path. The ring holds
+an `update` event of the same incident (same event_id) carries the clip's path, and an `end` that
+came sooner is held back until then (start → update → end). Clips are encoded on this stage's
+thread: a long clip can hold up the rule cameras' frames behind it (the queue into this stage
+blocks), which a worker pool for encoding would remove. The ring holds
 references to frames that already exist (no copies); its memory is about pre_seconds x fps
 decoded frames per camera."""
 
@@ -36,6 +39,7 @@ class _PendingClip:
     path: Path
     until_pts: float
     frames: list[FrameResult] = field(default_factory=list)
+    held_end: Event | None = None  # the incident ended before its clip: published after the clip
 
 
 def annotate(result: FrameResult):  # noqa: ANN201 - np.ndarray
@@ -100,7 +104,11 @@ class EvidenceStage(Stage):
 
     def _on_event(self, event: Event, ctx: StageContext) -> None:
         if event.kind != "start":
-            self._publish(event, ctx)
+            pending = [c for c in self._pending[event.camera] if c.event.event_id == event.event_id]
+            if event.kind == "end" and pending:
+                pending[0].held_end = event  # keeps start → update(clip) → end in order
+            else:
+                self._publish(event, ctx)
             return
         stem = f"{event.camera}_{event.rule}_{time.strftime('%Y%m%d-%H%M%S', time.localtime(event.ts))}_{event.event_id[:8]}"
         ring = self._ring[event.camera]
@@ -109,9 +117,10 @@ class EvidenceStage(Stage):
             if not cv2.imwrite(str(path), annotate(ring[-1])):
                 raise OSError(f"cannot write snapshot {path}")
             event = dataclasses.replace(event, snapshot=str(path))
-            self._enforce_cap()
+            self._enforce_cap(keep=path)
         self._publish(event, ctx)
-        if self.config.clips and ring:
+        # A line crossing is an instant (no end), so it gets a snapshot but no clip.
+        if self.config.clips and ring and event.rule_type != "line_crossing":
             start_pts = ring[-1].frame.pts
             self._pending[event.camera].append(
                 _PendingClip(event, self.clip_dir / f"{stem}.mp4", start_pts + self.config.post_seconds, list(ring)))
@@ -132,13 +141,16 @@ class EvidenceStage(Stage):
                     writer.write(annotate(result))
         finally:
             writer.release()
-        self._enforce_cap()
+        self._enforce_cap(keep=clip.path)
         self._publish(dataclasses.replace(clip.event, kind="update", clip=str(clip.path),
                                           data={**clip.event.data, "clip_start_pts": round(first.pts, 3),
                                                 "clip_end_pts": round(frames[-1].frame.pts, 3)}), ctx)
+        if clip.held_end is not None:
+            self._publish(clip.held_end, ctx)
 
-    def _enforce_cap(self) -> None:
-        """Deletes the oldest evidence files while the folder is over max_disk_mb."""
+    def _enforce_cap(self, keep: Path) -> None:
+        """Deletes the oldest evidence files while the folder is over max_disk_mb, never `keep`
+        (the file an event is about to name)."""
         files = []
         for folder in (self.snapshot_dir, self.clip_dir):
             with os.scandir(folder) as entries:
@@ -148,6 +160,8 @@ class EvidenceStage(Stage):
         for _mtime, size, path in sorted(files):
             if total <= cap:
                 break
+            if Path(path) == keep:
+                continue
             os.remove(path)
             total -= size
             log.info("evidence over %.0f MB: deleted %s", self.config.max_disk_mb, path)

@@ -132,10 +132,11 @@ class Rule(ABC):
         if t.kind == "end":
             self._incidents.pop(t.subject, None)
         track_ids = self.tracks_of(t.subject)
+        # Rows of the subject's tracks still on this frame (none, often, for an `end`).
         rows = np.flatnonzero(np.isin(f.track_id, track_ids)) if track_ids else np.zeros(0, np.int64)
         return Event(
             event_id=event_id, kind=t.kind, rule=self.name, rule_type=self.rule_type, camera=f.camera,
-            track_ids=[int(x) for x in f.track_id[rows]] if track_ids else [],
+            track_ids=sorted(track_ids),
             classes=[f.class_names.get(int(c), str(int(c))) for c in f.class_id[rows]],
             zone=self.zone_name(), line=self.line_name(), ts=f.wall, started_ts=started, seq=f.seq,
             boxes=np.round(f.xyxy[rows].astype(np.float64), 2).tolist(),
@@ -216,27 +217,33 @@ class Proximity(Rule):
         limit = self.max_distance * (f.xyxy[a, 3] - f.xyxy[a, 1])[:, None] if self.relative else self.max_distance
         close = (dist < limit) & (f.track_id[a][:, None] != f.track_id[b][None, :])
         ia, ib = np.nonzero(close)
-        return {(int(f.track_id[a[i]]), int(f.track_id[b[j]])): {"distance_px": round(float(dist[i, j]), 1)}
-                for i, j in zip(ia.tolist(), ib.tolist(), strict=True)}
+        pairs: dict[Hashable, dict[str, Any]] = {}
+        for i, j in zip(ia.tolist(), ib.tolist(), strict=True):
+            ta, tb = int(f.track_id[a[i]]), int(f.track_id[b[j]])
+            if (tb, ta) not in pairs:  # overlapping class sets: one incident per pair, not two
+                pairs[(ta, tb)] = {"distance_px": round(float(dist[i, j]), 1)}
+        return pairs
 
 
 FORGET_AFTER_S = 5.0  # a track's last position is kept this long for line crossings
 
 
 class LineCrossing(Rule):
-    """A track's anchor crosses the line in `direction` (`in`: right→left of a→b, `out`, or `both`).
+    """A track's anchor crosses the line in `direction` (`in`: from the left-hand to the right-hand
+    side of someone walking a→b on the image; `out`; or `both`).
     A crossing is an instant: it gives one `start` event carrying running in/out counts. The same
     track cannot count again in the same direction within `cooldown_seconds` (jitter on the line)."""
 
     rule_type = "line_crossing"
 
     def __init__(self, name: str, line: Line, classes: frozenset[int] | None, anchor: Anchor, direction: str,
-                 cooldown_seconds: float) -> None:
+                 cooldown_seconds: float, forget_after_s: float = FORGET_AFTER_S) -> None:
         super().__init__(name, classes, anchor, Debouncer(min_seconds=0, clear_seconds=0, cooldown_seconds=0))
         self.line = line
         self.direction = direction
         self.cooldown_seconds = cooldown_seconds
         self.counts = {"in": 0, "out": 0}
+        self.forget_after_s = forget_after_s  # at least the tracker's lost timeout: ids can come back
         self._last_point: dict[int, tuple[np.ndarray, float]] = {}  # track -> (anchor, when seen)
         self._last_counted: dict[tuple[int, int], float] = {}
 
@@ -273,7 +280,7 @@ class LineCrossing(Rule):
         for track, point in zip(ids[off_line].tolist(), points[off_line], strict=True):
             self._last_point[track] = (point, f.t)
         # Forget tracks unseen for a while, and counts older than the cooldown (bounded memory).
-        self._last_point = {t: v for t, v in self._last_point.items() if f.t - v[1] <= FORGET_AFTER_S}
+        self._last_point = {t: v for t, v in self._last_point.items() if f.t - v[1] <= self.forget_after_s}
         self._last_counted = {k: t for k, t in self._last_counted.items() if f.t - t < self.cooldown_seconds}
         return events
 

@@ -58,14 +58,14 @@ class Line:
     b: np.ndarray
 
     def side(self, xy: np.ndarray) -> np.ndarray:
-        """(N,) sign of each point against the line a→b: +1 on the left, -1 on the right (image
-        coordinates, y down), 0 on the line."""
+        """(N,) sign of each point against the line a→b, in image coordinates (y down): +1 on the
+        right-hand side of someone walking from a to b on the image, -1 on the left, 0 on it."""
         d = self.b - self.a
         return np.sign(d[0] * (xy[:, 1] - self.a[1]) - d[1] * (xy[:, 0] - self.a[0]))
 
     def crossed(self, before: np.ndarray, after: np.ndarray) -> np.ndarray:
-        """(N,) +1 where a point moved from the right side to the left (`in`), -1 for the other
-        way (`out`), 0 otherwise. Only crossings within the segment count, not its extension."""
+        """(N,) +1 where a point moved from the left-hand side of a→b to its right-hand side
+        (`in`), -1 the other way (`out`), 0 otherwise. Only crossings within the segment count."""
         s0, s1 = self.side(before), self.side(after)
         changed = (s0 != 0) & (s1 != 0) & (s0 != s1)
         # The path before→after must also cut the segment itself.

@@ -1,7 +1,8 @@
 """Event sinks: ZeroMQ PUB (topic `camera/rule`) and events JSON Lines.
 
 The PUB socket never blocks the pipeline: sends are non-blocking, and when a subscriber's queue
-(the high-water mark) is full ZeroMQ drops for that subscriber; an `Again` is counted as a drop."""
+(the high-water mark) is full ZeroMQ drops further events for that subscriber. A PUB socket does
+that silently, so those drops cannot be counted here; `published` counts what was handed over."""
 
 from __future__ import annotations
 
@@ -30,7 +31,6 @@ class ZmqEventSink(Sink):
         self._ctx: zmq.Context | None = None
         self._socket: zmq.Socket | None = None
         self.published = 0
-        self.dropped = 0
 
     def open(self) -> None:
         self._ctx = zmq.Context()
@@ -41,6 +41,8 @@ class ZmqEventSink(Sink):
             sock.bind(self.endpoint)
         except zmq.ZMQError as exc:
             sock.close()
+            self._ctx.term()
+            self._ctx = None
             raise OSError(f"cannot bind ZeroMQ PUB socket on {self.endpoint}: {exc} (port in use? wrong address?)") from exc
         self._socket = sock
         log.info("publishing events on %s", self.endpoint)
@@ -52,11 +54,9 @@ class ZmqEventSink(Sink):
         if self._socket is None:
             raise RuntimeError(f"{self.name}: write_event() before open()")
         topic = f"{event.camera}/{event.rule}".encode()
-        try:
-            self._socket.send_multipart([topic, json.dumps(event.to_dict()).encode()], flags=zmq.NOBLOCK)
-            self.published += 1
-        except zmq.Again:
-            self.dropped += 1
+        # NOBLOCK: a PUB socket drops at the high-water mark rather than wait; never stall here.
+        self._socket.send_multipart([topic, json.dumps(event.to_dict()).encode()], flags=zmq.NOBLOCK)
+        self.published += 1
 
     def close(self) -> None:
         if self._socket is not None:

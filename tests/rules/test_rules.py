@@ -124,6 +124,19 @@ def test_line_crossing_counts_each_direction_once():
     assert rule.counts == {"in": 2, "out": 2}
 
 
+def test_line_direction_as_drawn_on_the_image():
+    # A line drawn left to right on the image; walking a→b, "below" is the right-hand side.
+    line = Line("l", np.array([0.0, 100.0]), np.array([200.0, 100.0]))
+    assert line.side(np.array([[50.0, 150.0], [50.0, 50.0]])).tolist() == [1, -1]
+    assert line.crossed(np.array([[50.0, 50.0]]), np.array([[50.0, 150.0]])).tolist() == [1]  # down: in
+
+
+def test_proximity_pair_is_one_incident_when_class_sets_overlap():
+    positions = [[(1, 0, (100, 200)), (2, 0, (110, 200))] for _ in range(20)]
+    rule = Proximity("distancing", None, None, "bottom_center", debouncer(min_s=0.2), max_distance=50, relative=False)
+    assert [k for k, _, _ in run(rule, positions)] == ["start"]
+
+
 def test_line_crossing_outside_the_segment_does_not_count():
     line = Line("gate", np.array([300.0, 0.0]), np.array([300.0, 100.0]))
     positions = [[(1, 0, (200 + 10 * i, 300))] for i in range(20)]  # passes below the segment's end
