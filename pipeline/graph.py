@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from pipeline.backends.base import Backend, ModelLoadError, create_backend
-from pipeline.analytics import AnalyticsStage, CameraAnalytics
+from pipeline.analytics import AnalyticsStage, CameraAnalytics, class_ids
 from pipeline.evidence import EvidenceStage
 from pipeline.config import (
     ConfigError,
@@ -30,7 +30,6 @@ from pipeline.config import (
     SyntheticSourceConfig,
     VideoSinkConfig,
     check_files,
-    did_you_mean,
 )
 from pipeline.inference import InferenceStage
 from pipeline.postprocess.stage import PostprocessStage
@@ -123,22 +122,9 @@ def load_models(loaded: LoadedConfig, *, intra_op_threads: int | None = None) ->
 
 def _resolve_classes(loaded: LoadedConfig, path: tuple, wanted: list[int | str] | None,
                      names: dict[int, str]) -> tuple[frozenset[int] | None, list[ConfigIssue]]:
-    """Class names or ids of a config list (at `path`) as ids of the model's classes."""
-    if wanted is None:
-        return None, []
-    by_name = {v: k for k, v in names.items()}
-    ids: set[int] = set()
-    issues = []
-    for j, entry in enumerate(wanted):
-        if isinstance(entry, int):
-            if names and entry not in names:
-                issues.append(loaded.issue((*path, j), f"class id {entry} is not in the model (0..{max(names)})"))
-            ids.add(entry)
-        elif entry in by_name:
-            ids.add(by_name[entry])
-        else:
-            issues.append(loaded.issue((*path, j), f"unknown class name {entry!r}{did_you_mean(entry, list(by_name))}"))
-    return frozenset(ids), issues
+    """class_ids, with its problems as config issues at `path`."""
+    ids, problems = class_ids(names, wanted)
+    return ids, [loaded.issue((*path, j), message) for j, message in problems]
 
 
 def make_source(cam_source: FileSourceConfig | ImagesSourceConfig | SyntheticSourceConfig, camera_id: str) -> Source:

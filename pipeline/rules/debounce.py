@@ -45,8 +45,9 @@ class Debouncer:
         self._states: dict[Hashable, _State] = {}
 
     @property
-    def active(self) -> list[Hashable]:
-        return [k for k, s in self._states.items() if s.active_since is not None]
+    def active(self) -> bool:
+        """Whether any incident is open (checked per frame for the alert overlay)."""
+        return any(s.active_since is not None for s in self._states.values())
 
     def step(self, true_subjects: Iterable[Hashable], now: float) -> list[Transition]:
         out: list[Transition] = []

@@ -225,7 +225,7 @@ class Proximity(Rule):
         return pairs
 
 
-FORGET_AFTER_S = 5.0  # a track's last position is kept this long for line crossings
+FORGET_AFTER_S = 5.0  # a track's last position is kept at least this long for line crossings
 
 
 class LineCrossing(Rule):
@@ -244,7 +244,11 @@ class LineCrossing(Rule):
         self.cooldown_seconds = cooldown_seconds
         self.counts = {"in": 0, "out": 0}
         self.forget_after_s = forget_after_s  # at least the tracker's lost timeout: ids can come back
-        self._last_point: dict[int, tuple[np.ndarray, float]] = {}  # track -> (anchor, when seen)
+        # Last off-line anchor of each track, as arrays sorted by track id (looked up per frame
+        # with one searchsorted, not a loop over tracks).
+        self._ids = np.zeros(0, np.int64)
+        self._points = np.zeros((0, 2))
+        self._seen = np.zeros(0)
         self._last_counted: dict[tuple[int, int], float] = {}
 
     def line_name(self) -> str | None:
@@ -257,10 +261,11 @@ class LineCrossing(Rule):
         rows = np.flatnonzero(self.wanted(f))
         points = f.anchors(self.anchor)[rows]
         ids = f.track_id[rows]
-        known = np.array([int(t) in self._last_point for t in ids], bool)
+        at = np.minimum(np.searchsorted(self._ids, ids), max(self._ids.shape[0] - 1, 0))
+        known = (self._ids[at] == ids) if self._ids.shape[0] else np.zeros(ids.shape[0], bool)
         events = []
         if known.any():
-            before = np.stack([self._last_point[int(t)][0] for t in ids[known]])
+            before = self._points[at[known]]
             crossed = self.line.crossed(before, points[known])
             for track, sign in zip(ids[known][crossed != 0].tolist(), crossed[crossed != 0].tolist(), strict=True):
                 direction = "in" if sign > 0 else "out"
@@ -277,10 +282,14 @@ class LineCrossing(Rule):
         # A point exactly on the line is not remembered: the crossing is seen from the last point
         # on either side to the next one.
         off_line = self.line.side(points) != 0
-        for track, point in zip(ids[off_line].tolist(), points[off_line], strict=True):
-            self._last_point[track] = (point, f.t)
-        # Forget tracks unseen for a while, and counts older than the cooldown (bounded memory).
-        self._last_point = {t: v for t, v in self._last_point.items() if f.t - v[1] <= self.forget_after_s}
+        # Keep the older entries of tracks not seen off the line now and not forgotten (tracks
+        # unseen longer than forget_after_s are dropped: bounded memory), then add this frame's.
+        old = ~np.isin(self._ids, ids[off_line]) & (f.t - self._seen <= self.forget_after_s)
+        merged_ids = np.concatenate([self._ids[old], ids[off_line]])
+        order = np.argsort(merged_ids, kind="stable")
+        self._ids = merged_ids[order]
+        self._points = np.concatenate([self._points[old], points[off_line]])[order]
+        self._seen = np.concatenate([self._seen[old], np.full(int(off_line.sum()), f.t)])[order]
         self._last_counted = {k: t for k, t in self._last_counted.items() if f.t - t < self.cooldown_seconds}
         return events
 
