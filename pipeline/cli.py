@@ -16,6 +16,7 @@ from typing import Any
 from pipeline.backends.base import ModelLoadError
 from pipeline.config import ConfigError, ConfigIssue, LoadedConfig, check_files, config_from_data
 from pipeline.paths import default_model
+from pipeline.redact import install_log_redaction
 from pipeline.sources.images import IMAGE_SUFFIXES
 from pipeline.stage import GraphFailed, GraphStuck
 
@@ -41,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=getattr(logging, args.log_level.upper()), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
                         stream=sys.stderr)
+    install_log_redaction()
+    _quiet_opencv(args.log_level)
     try:
         return int(args.func(args))
     except ConfigError as exc:
@@ -61,6 +64,15 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def _quiet_opencv(level: str) -> None:
+    """OpenCV prints its own warnings (e.g. "Stream timeout triggered") to stderr; the camera state
+    log lines say the same in our words, so below debug they are turned off."""
+    import cv2
+
+    if level != "debug":
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="run.py", description="Vigil: streaming video analytics")
     p.add_argument("--log-level", default=os.environ.get("VIGIL_LOG_LEVEL"), choices=LOG_LEVELS)
@@ -76,7 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     val.set_defaults(func=cmd_validate)
 
     det = sub.add_parser("detect", help="one source through one model, no YAML (like `yolo predict`)")
-    det.add_argument("source", help="video file, image file or directory of images")
+    det.add_argument("source", help="video file, image file, directory of images, rtsp:// URL or /dev/videoN")
     det.add_argument("--model", type=Path, default=None, help=f"ONNX model (default {default_model()})")
     det.add_argument("--jsonl", type=Path, required=True, help="JSON Lines output, one record per frame")
     det.add_argument("--video", type=Path, default=None, help="annotated video output (.mp4)")
@@ -85,6 +97,14 @@ def _parser() -> argparse.ArgumentParser:
     det.add_argument("--family", default="yolov8", choices=["yolov8", "yolo11", "yolov5"])
     det.add_argument("--batch", type=int, default=1)
     det.add_argument("--classes", nargs="+", default=None, help="keep only these class names or ids")
+    det.add_argument("--realtime", action="store_true",
+                     help="pace a video file at its native fps and treat it as a live camera (drop_oldest)")
+    det.add_argument("--max-frame-age-ms", type=float, default=None,
+                     help="drop (and count) frames older than this when a stage picks them up "
+                          "(default: 2000 for live sources, none for files)")
+    det.add_argument("--metrics-port", type=int, default=None,
+                     help="serve /metrics (Prometheus) and /healthz (JSON) on 127.0.0.1:PORT")
+    det.add_argument("--transport", default="tcp", choices=["tcp", "udp"], help="RTSP transport (default tcp)")
     det.add_argument("--no-progress", action="store_true")
     det.set_defaults(func=cmd_detect)
 
@@ -156,23 +176,29 @@ def _progress(disabled: bool):  # noqa: ANN202 - returns (callback, close)
     return update, bar.close
 
 
-def _execute(loaded: LoadedConfig, no_progress: bool) -> int:
+def _execute(loaded: LoadedConfig, no_progress: bool, config_path: Path | None = None) -> int:
+    from pipeline.config import load_config
     from pipeline.graph import build_graph
-    from pipeline.runner import execute, format_summary
+    from pipeline.runner import Reloader, execute, format_summary
 
     graph = build_graph(loaded)
+    reloader = Reloader(graph, lambda: load_config(config_path)) if config_path is not None and graph.reloadable else None
     update, close = _progress(no_progress)
     try:
         pipeline = loaded.config.pipeline
         summary = execute(graph, drain_timeout_s=pipeline.drain_timeout_s, on_progress=update,
                           gil_switch_interval_s=pipeline.gil_switch_interval_ms / 1000.0,
-                          opencv_threads=pipeline.opencv_threads)
+                          opencv_threads=pipeline.opencv_threads, metrics_port=loaded.config.metrics.port,
+                          metrics_host=loaded.config.metrics.host, reloader=reloader)
     finally:
         close()
     print(format_summary(summary))
     if summary.forced:
         print("error: stopped before queued frames finished; outputs hold the frames written until then", file=sys.stderr)
         return 130
+    if summary.failed_cameras:
+        print(f"error: cameras failed for good: {', '.join(summary.failed_cameras)} (see the log for why)", file=sys.stderr)
+        return 1
     for sink in graph.sinks:
         for path in getattr(sink, "paths", []) or [getattr(sink, "path", None)]:
             if path is not None:
@@ -183,7 +209,7 @@ def _execute(loaded: LoadedConfig, no_progress: bool) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from pipeline.config import load_config
 
-    return _execute(load_config(args.config), args.no_progress)
+    return _execute(load_config(args.config), args.no_progress, args.config)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -207,11 +233,26 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def detect_config(args: argparse.Namespace) -> LoadedConfig:
-    source_path = Path(args.source)
-    if not source_path.exists():
-        raise ConfigError([_arg_issue("SOURCE", f"not found: {source_path} (expected a video file, an image file or a directory of images)")])
-    is_images = source_path.is_dir() or source_path.suffix.lower() in IMAGE_SUFFIXES
-    source: dict[str, Any] = {"type": "images" if is_images else "file", "path": str(source_path)}
+    source: dict[str, Any]
+    camera: dict[str, Any] = {"id": "cam0", "model": "model"}
+    if args.source.startswith(("rtsp://", "rtsps://")):
+        source = {"type": "rtsp", "url": args.source, "transport": args.transport}
+    elif args.source.startswith("/dev/video"):
+        source = {"type": "usb", "device": args.source}
+    else:
+        source_path = Path(args.source)
+        if not source_path.exists():
+            raise ConfigError([_arg_issue("SOURCE", f"not found: {source_path} (expected a video file, an image file, a "
+                                                    f"directory of images, an rtsp:// URL or /dev/videoN)")])
+        is_images = source_path.is_dir() or source_path.suffix.lower() in IMAGE_SUFFIXES
+        if args.realtime and is_images:
+            raise ConfigError([_arg_issue("--realtime", f"paces video files only, got images {source_path}")])
+        source = {"type": "images" if is_images else "file", "path": str(source_path)}
+        if args.realtime:
+            source["realtime"] = True
+    if args.max_frame_age_ms is not None:
+        camera["max_frame_age_ms"] = args.max_frame_age_ms
+    camera["source"] = source
     model_path = args.model or default_model()
     sinks: list[dict[str, Any]] = [{"type": "jsonl", "path": str(args.jsonl)}]
     if args.video is not None:
@@ -220,11 +261,15 @@ def detect_config(args: argparse.Namespace) -> LoadedConfig:
                              "iou": args.iou, "batch": args.batch}
     if args.classes:
         model["classes"] = [int(c) if c.isdigit() else c for c in args.classes]
-    data = {"cameras": [{"id": "cam0", "source": source, "model": "model"}], "models": [model], "sinks": sinks}
+    data: dict[str, Any] = {"cameras": [camera], "models": [model], "sinks": sinks}
+    if args.metrics_port is not None:
+        data["metrics"] = {"port": args.metrics_port}
     return config_from_data(data, origin="error", base_dir=Path.cwd(), key_names={
         ("models", 0, "conf"): "--conf", ("models", 0, "iou"): "--iou", ("models", 0, "batch"): "--batch",
         ("models", 0, "family"): "--family", ("models", 0, "path"): "--model", ("sinks", 0, "path"): "--jsonl",
         ("sinks", 1, "path"): "--video", ("cameras", 0, "source", "path"): "SOURCE",
+        ("cameras", 0, "source", "url"): "SOURCE", ("cameras", 0, "source", "device"): "SOURCE",
+        ("cameras", 0, "max_frame_age_ms"): "--max-frame-age-ms", ("metrics", "port"): "--metrics-port",
     } | {("models", 0, "classes", i): "--classes" for i in range(len(args.classes or []))})
 
 

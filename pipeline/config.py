@@ -34,13 +34,18 @@ from pydantic import (
 )
 
 from pipeline.paths import SHARED_ENV, shared_dir
+from pipeline.redact import mask_url
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 FOURCC_PATTERN = r"^[A-Za-z0-9 ]{4}$"
+RTSP_URL_PATTERN = r"^rtsps?://\S+$"
+# max_frame_age_ms of live cameras that set none: well above one CPU batch, far below "stale".
+DEFAULT_LIVE_MAX_AGE_MS = 2000.0
 # What each pattern means, for error messages (a regex is no help to a user).
 PATTERN_MEANING = {
     ID_PATTERN: "an id of letters, digits, '_', '.' or '-', starting with a letter or digit, at most 64 long",
     FOURCC_PATTERN: "a 4-character FourCC codec code such as mp4v, avc1 or MJPG",
+    RTSP_URL_PATTERN: "an rtsp:// or rtsps:// URL without spaces, e.g. rtsp://${CAM_USER}:${CAM_PASSWORD}@10.0.0.5:554/stream",
 }
 
 
@@ -110,15 +115,50 @@ class SyntheticSourceConfig(Strict):
     live: bool = False
 
 
+class RtspSourceConfig(Strict):
+    type: Literal["rtsp"]
+    # Credentials may come from the environment: rtsp://${CAM_USER}:${CAM_PASSWORD}@10.0.0.5/stream.
+    # They are masked (rtsp://***:***@...) wherever the URL is printed.
+    url: str = Field(pattern=RTSP_URL_PATTERN)
+    transport: Literal["tcp", "udp"] = "tcp"  # tcp: no lost packets/grey smears; udp: lower latency on a clean LAN
+    open_timeout_s: float = Field(5.0, gt=0, le=120)  # connect + DESCRIBE/SETUP/PLAY
+
+
+class UsbSourceConfig(Strict):
+    type: Literal["usb"]
+    device: str | StrictInt = Field("/dev/video0")  # /dev/videoN, or the index N
+    width: int | None = Field(None, ge=16, le=8192)  # ask the camera for this mode; default: its own
+    height: int | None = Field(None, ge=16, le=8192)
+    fps: float | None = Field(None, gt=0, le=1000)
+    fourcc: str | None = Field(None, pattern=FOURCC_PATTERN)  # e.g. MJPG: most USB cameras reach full fps only so
+    open_timeout_s: float = Field(5.0, gt=0, le=120)
+
+
 SourceConfig = Annotated[
-    Union[FileSourceConfig, ImagesSourceConfig, SyntheticSourceConfig], Field(discriminator="type")
+    Union[FileSourceConfig, ImagesSourceConfig, SyntheticSourceConfig, RtspSourceConfig, UsbSourceConfig],
+    Field(discriminator="type"),
 ]
 
 
 class QueueConfig(Strict):
-    size: int = Field(8, ge=1, le=1024)
+    size: int | None = Field(None, ge=1, le=1024)  # default: 8 for files, 2 for live sources (fresh frames)
     # block: nothing lost (files); drop_oldest: latency bounded (live). Default follows the source.
     policy: Literal["block", "drop_oldest"] | None = None
+
+
+class ReconnectConfig(Strict):
+    """Exponential backoff with jitter between attempts; each camera on its own."""
+
+    initial_delay_s: float = Field(0.5, gt=0, le=600)
+    max_delay_s: float = Field(3.0, gt=0, le=3600)
+    jitter: float = Field(0.2, ge=0, le=1)  # each delay is drawn from [d * (1 - jitter), d]
+    max_attempts: int | None = Field(None, ge=1)  # consecutive failures before `failed`; default: forever
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ReconnectConfig:
+        if self.max_delay_s < self.initial_delay_s:
+            raise ValueError(f"max_delay_s ({self.max_delay_s}) must be >= initial_delay_s ({self.initial_delay_s})")
+        return self
 
 
 Point = tuple[float, float]
@@ -207,15 +247,37 @@ class CameraConfig(Strict):
     lines: list[LineConfig] = Field(default_factory=list)
     rules: list[RuleConfig] = Field(default_factory=list)  # tracking runs when a camera has rules
     tracker: TrackerSettings = TrackerSettings()
+    # Live sources only (rtsp, usb, realtime files, live synthetic):
+    reconnect: ReconnectConfig = ReconnectConfig()
+    stall_timeout_s: float = Field(3.0, gt=0, le=600)  # no frame this long → stalled → reconnect
+    # Frames arrive but the picture (or the stream's timestamps) has not changed this long → frozen
+    # → reconnect. null turns it off (e.g. a camera on a scene that is truly static).
+    freeze_timeout_s: float | None = Field(10.0, gt=0, le=86400)
+    # A frame older than this when a stage picks it up is dropped and counted (reason too_old), so
+    # latency cannot build up. Default: 2000 for live sources, none for files (nothing may be lost).
+    max_frame_age_ms: float | None = Field(None, gt=0, le=3_600_000)
 
     @property
     def live(self) -> bool:
         s = self.source
-        return (isinstance(s, FileSourceConfig) and s.realtime) or (isinstance(s, SyntheticSourceConfig) and s.live)
+        return (
+            isinstance(s, (RtspSourceConfig, UsbSourceConfig))
+            or (isinstance(s, FileSourceConfig) and s.realtime)
+            or (isinstance(s, SyntheticSourceConfig) and s.live)
+        )
 
     @property
     def policy(self) -> Literal["block", "drop_oldest"]:
         return self.queue.policy or ("drop_oldest" if self.live else "block")
+
+    @property
+    def queue_size(self) -> int:
+        return self.queue.size or (2 if self.live else 8)
+
+    @property
+    def max_frame_age_s(self) -> float | None:
+        ms = self.max_frame_age_ms if self.max_frame_age_ms is not None else (DEFAULT_LIVE_MAX_AGE_MS if self.live else None)
+        return ms / 1000.0 if ms is not None else None
 
 
 class ModelConfig(Strict):
@@ -293,12 +355,20 @@ class PipelineConfig(Strict):
     opencv_threads: int = Field(1, ge=0, le=256)
 
 
+class MetricsConfig(Strict):
+    """The HTTP endpoint: /metrics (Prometheus text), /healthz (JSON), POST /reload (re-read the config)."""
+
+    port: int | None = Field(None, ge=1, le=65535)  # null: no endpoint
+    host: str = "127.0.0.1"  # loopback by default: the endpoint has no authentication
+
+
 class VigilConfig(Strict):
     cameras: list[CameraConfig] = Field(min_length=1)
     models: list[ModelConfig] = Field(min_length=1)
     sinks: list[SinkConfig] = Field(default_factory=list)
     evidence: EvidenceConfig | None = None
     pipeline: PipelineConfig = PipelineConfig()
+    metrics: MetricsConfig = MetricsConfig()
 
     def sink_cameras(self, sink: JsonlSinkConfig | VideoSinkConfig) -> list[str]:
         return list(sink.cameras) if sink.cameras is not None else [c.id for c in self.cameras]
@@ -510,6 +580,10 @@ def cross_check(loaded: LoadedConfig) -> list[ConfigIssue]:
             issues.append(loaded.issue(("cameras", i, "model"),
                                        f"camera {cam.id!r} refers to unknown model {cam.model!r}{did_you_mean(cam.model, model_ids)}; models are {model_ids}"))
     for i, cam in enumerate(cfg.cameras):
+        if cam.live and cam.queue.policy == "block":
+            issues.append(loaded.issue(("cameras", i, "queue", "policy"),
+                                       f"camera {cam.id!r} is live: its queue must be drop_oldest (a blocked reader lets the "
+                                       f"decoder's buffer fill with stale frames), got block"))
         for section in ("zones", "lines", "rules"):
             seen_ids: dict[str, int] = {}
             for j, item in enumerate(getattr(cam, section)):
@@ -686,7 +760,7 @@ def _unwrap(ann: Any, node: Any) -> Any:
 
 
 def _show(value: Any) -> str:
-    text = repr(value)
+    text = mask_url(repr(value))
     return text if len(text) <= 60 else text[:57] + "..."
 
 

@@ -28,7 +28,7 @@ from pipeline.frames import EndOfStream, FrameResult
 from pipeline.queues import BoundedQueue
 from pipeline.rules.engine import Event
 from pipeline.sinks.video import draw_detections, draw_overlay
-from pipeline.stage import Stage, StageContext, consume
+from pipeline.stage import CameraSet, Stage, StageContext, consume
 
 log = logging.getLogger(__name__)
 
@@ -50,17 +50,24 @@ def annotate(result: FrameResult):  # noqa: ANN201 - np.ndarray
 
 
 class EvidenceStage(Stage):
-    def __init__(self, config: EvidenceConfig, inp: BoundedQueue, cameras: list[str],
+    def __init__(self, config: EvidenceConfig, inp: BoundedQueue, cameras: CameraSet | list[str],
                  event_routes: dict[str, list[BoundedQueue]]) -> None:
         super().__init__("evidence")
         self.config = config
         self.inp = inp
-        self.cameras = cameras
+        self.cameras = cameras if isinstance(cameras, CameraSet) else CameraSet(cameras)
         self.event_routes = event_routes  # camera -> the event sinks' queues
-        self._ring: dict[str, collections.deque[FrameResult]] = {c: collections.deque() for c in cameras}
-        self._pending: dict[str, list[_PendingClip]] = {c: [] for c in cameras}
+        ids = self.cameras.snapshot()
+        self._ring: dict[str, collections.deque[FrameResult]] = {c: collections.deque() for c in ids}
+        self._pending: dict[str, list[_PendingClip]] = {c: [] for c in ids}
         self.snapshot_dir = Path(config.dir) / "snapshots"
         self.clip_dir = Path(config.dir) / "clips"
+
+    def add_camera(self, camera_id: str) -> None:
+        """A camera with rules joins (before its first frame can arrive)."""
+        self._ring.setdefault(camera_id, collections.deque())
+        self._pending.setdefault(camera_id, [])
+        self.cameras.add(camera_id)
 
     def run(self, ctx: StageContext) -> None:
         stats = ctx.metrics.stage(self.name)
@@ -81,7 +88,8 @@ class EvidenceStage(Stage):
                     self._on_frame(item, ctx)
                 stats.add_work(time.perf_counter() - t0, 1)
         finally:
-            self._ring.clear()
+            for ring in self._ring.values():
+                ring.clear()
 
     def _publish(self, event: Event, ctx: StageContext) -> None:
         for q in self.event_routes[event.camera]:

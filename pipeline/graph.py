@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from pathlib import Path
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -17,18 +19,22 @@ from pipeline.backends.base import Backend, ModelLoadError, create_backend
 from pipeline.analytics import AnalyticsStage, CameraAnalytics, class_ids
 from pipeline.evidence import EvidenceStage
 from pipeline.config import (
+    CameraConfig,
     ConfigError,
     ConfigIssue,
     EventsSinkConfig,
     FileSourceConfig,
-    ProximityRule,
-    ZmqSinkConfig,
     ImagesSourceConfig,
     JsonlSinkConfig,
     LoadedConfig,
     ModelConfig,
+    ProximityRule,
+    RtspSourceConfig,
+    SinkConfig,
     SyntheticSourceConfig,
+    UsbSourceConfig,
     VideoSinkConfig,
+    ZmqSinkConfig,
     check_files,
 )
 from pipeline.inference import InferenceStage
@@ -43,8 +49,11 @@ from pipeline.sinks.video import VideoSink
 from pipeline.sources.base import CaptureStage, Source
 from pipeline.sources.file import VideoFileSource
 from pipeline.sources.images import ImageSource
+from pipeline.sources.live import READ_TIMEOUT_MARGIN_S, LiveCaptureStage, LiveSettings
+from pipeline.sources.rtsp import RtspSource
 from pipeline.sources.synthetic import SyntheticSource
-from pipeline.stage import GraphRunner, Stage, StageContext
+from pipeline.sources.usb import UsbSource
+from pipeline.stage import CameraSet, GraphRunner, Stage, StageContext
 
 log = logging.getLogger(__name__)
 
@@ -55,17 +64,6 @@ class LoadedModel:
     backend: Backend
     decoder: YoloDecoder
     batch: int
-
-
-@dataclass(slots=True)
-class Graph:
-    runner: GraphRunner
-    models: dict[str, LoadedModel]
-    sinks: list[Sink]
-
-    @property
-    def ctx(self) -> StageContext:
-        return self.runner.ctx
 
 
 def load_models(loaded: LoadedConfig, *, intra_op_threads: int | None = None) -> dict[str, LoadedModel]:
@@ -92,16 +90,7 @@ def load_models(loaded: LoadedConfig, *, intra_op_threads: int | None = None) ->
             continue
         class_ids, class_issues = _resolve_classes(loaded, ("models", i, "classes"), mcfg.classes, info.class_names)
         issues.extend(class_issues)
-        for c, cam in enumerate(loaded.config.cameras):
-            if cam.model != mcfg.id:
-                continue
-            for r, rule in enumerate(cam.rules):
-                _, rule_issues = _resolve_classes(loaded, ("cameras", c, "rules", r, "classes"), rule.classes, info.class_names)
-                issues.extend(rule_issues)
-                if isinstance(rule, ProximityRule):
-                    _, rule_issues = _resolve_classes(loaded, ("cameras", c, "rules", r, "classes_b"), rule.classes_b,
-                                                      info.class_names)
-                    issues.extend(rule_issues)
+        issues.extend(camera_class_issues(loaded, mcfg.id, info.class_names))
         try:
             decoder = YoloDecoder(
                 mcfg.family,
@@ -120,6 +109,20 @@ def load_models(loaded: LoadedConfig, *, intra_op_threads: int | None = None) ->
     return models
 
 
+def camera_class_issues(loaded: LoadedConfig, model_id: str, class_names: dict[int, str],
+                        camera_ids: set[str] | None = None) -> list[ConfigIssue]:
+    """The rule class names of the cameras fed by `model_id` (or only `camera_ids`) that the model lacks."""
+    issues: list[ConfigIssue] = []
+    for c, cam in enumerate(loaded.config.cameras):
+        if cam.model != model_id or (camera_ids is not None and cam.id not in camera_ids):
+            continue
+        for r, rule in enumerate(cam.rules):
+            issues.extend(_resolve_classes(loaded, ("cameras", c, "rules", r, "classes"), rule.classes, class_names)[1])
+            if isinstance(rule, ProximityRule):
+                issues.extend(_resolve_classes(loaded, ("cameras", c, "rules", r, "classes_b"), rule.classes_b, class_names)[1])
+    return issues
+
+
 def _resolve_classes(loaded: LoadedConfig, path: tuple, wanted: list[int | str] | None,
                      names: dict[int, str]) -> tuple[frozenset[int] | None, list[ConfigIssue]]:
     """class_ids, with its problems as config issues at `path`."""
@@ -127,69 +130,175 @@ def _resolve_classes(loaded: LoadedConfig, path: tuple, wanted: list[int | str] 
     return ids, [loaded.issue((*path, j), message) for j, message in problems]
 
 
-def make_source(cam_source: FileSourceConfig | ImagesSourceConfig | SyntheticSourceConfig, camera_id: str) -> Source:
+SourceConfigs = FileSourceConfig | ImagesSourceConfig | SyntheticSourceConfig | RtspSourceConfig | UsbSourceConfig
+
+
+def make_source(cam_source: SourceConfigs, camera_id: str, *, read_timeout_s: float = 3.0) -> Source:
     if isinstance(cam_source, FileSourceConfig):
         return VideoFileSource(cam_source.path, loop=cam_source.loop, max_frames=cam_source.max_frames)
     if isinstance(cam_source, ImagesSourceConfig):
         return ImageSource(cam_source.path)
+    if isinstance(cam_source, RtspSourceConfig):
+        return RtspSource(cam_source.url, transport=cam_source.transport, open_timeout_s=cam_source.open_timeout_s,
+                          read_timeout_s=read_timeout_s)
+    if isinstance(cam_source, UsbSourceConfig):
+        return UsbSource(cam_source.device, width=cam_source.width, height=cam_source.height, fps=cam_source.fps,
+                         fourcc=cam_source.fourcc, open_timeout_s=cam_source.open_timeout_s, read_timeout_s=read_timeout_s)
     return SyntheticSource(cam_source.width, cam_source.height, frames=cam_source.frames, name=camera_id)
 
 
-def build_graph(loaded: LoadedConfig, models: dict[str, LoadedModel] | None = None,
-                extra_stages: Callable[[StageContext], list[Stage]] | None = None) -> Graph:
-    """Wires the stages. Checks input files first; loads models unless given."""
-    issues = check_files(loaded)
-    if issues:
-        raise ConfigError(issues)
-    cfg = loaded.config
-    models = models if models is not None else load_models(loaded)
-    ctx = StageContext()
-    metrics = ctx.metrics
-    stages: list[Stage] = []
+def live_settings(cam: CameraConfig) -> LiveSettings:
+    src = cam.source
+    pace = src.fps if isinstance(src, (FileSourceConfig, SyntheticSourceConfig)) else None
+    if isinstance(src, FileSourceConfig) and pace is None:
+        pace = _file_fps(src.path)
+    return LiveSettings(
+        stall_timeout_s=cam.stall_timeout_s,
+        freeze_timeout_s=cam.freeze_timeout_s,
+        open_timeout_s=getattr(src, "open_timeout_s", 5.0),
+        initial_delay_s=cam.reconnect.initial_delay_s,
+        max_delay_s=cam.reconnect.max_delay_s,
+        jitter=cam.reconnect.jitter,
+        max_attempts=cam.reconnect.max_attempts,
+        pace_fps=pace,
+    )
 
-    # Sinks first: postprocess and analytics need their queues to route to.
-    routes: dict[str, list[BoundedQueue]] = {c.id: [] for c in cfg.cameras}  # frames
-    event_routes: dict[str, list[BoundedQueue]] = {c.id: [] for c in cfg.cameras}
-    with_rules = {c.id for c in cfg.cameras if c.rules}
-    sinks: list[Sink] = []
-    sink_stages: list[Stage] = []
-    for index, sink_cfg in enumerate(cfg.sinks):
-        cams = cfg.sink_cameras(sink_cfg)
-        sink: Sink
-        if isinstance(sink_cfg, JsonlSinkConfig):
-            sink = JsonlSink(sink_cfg.path)
-        elif isinstance(sink_cfg, VideoSinkConfig):
-            sink = VideoSink(sink_cfg.path, fps=sink_cfg.fps, codec=sink_cfg.codec,
-                             source_fps=lambda cid: metrics.camera(cid).source_fps)
-        elif isinstance(sink_cfg, ZmqSinkConfig):
-            sink = ZmqEventSink(sink_cfg.endpoint, hwm=sink_cfg.hwm)
-        elif isinstance(sink_cfg, EventsSinkConfig):
-            sink = EventsJsonlSink(sink_cfg.path)
-        else:
-            raise TypeError(f"sinks[{index}]: no sink class for {type(sink_cfg).__name__}")
-        if not sink.wants_frames:
-            # Only cameras with rules make events (and send this sink their end of stream).
-            cams = [cid for cid in cams if cid in with_rules]
-            if not cams:
+
+def _file_fps(path: Path) -> float:
+    import cv2
+
+    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+    try:
+        fps = cap.get(cv2.CAP_PROP_FPS)
+    finally:
+        cap.release()
+    return fps if fps > 0 else 25.0
+
+
+@dataclass(slots=True)
+class _ModelLane:
+    """A model's shared stages, which cameras join and leave."""
+
+    model: LoadedModel
+    condition: threading.Condition
+    fanin: FanIn
+    preprocess: PreprocessStage
+    to_post: BoundedQueue
+    post_routes: dict[str, list[BoundedQueue]]  # camera -> analytics queue, or its frame sinks' queues
+    max_age_s: dict[str, float]  # camera -> max_frame_age_ms / 1000 (cameras with a bound)
+    camera_sets: list[CameraSet]  # preprocess, inference, postprocess
+
+
+@dataclass(slots=True)
+class _SinkLane:
+    config: SinkConfig
+    sink: Sink
+    queue: BoundedQueue
+    cameras: CameraSet
+
+
+@dataclass(slots=True)
+class _CameraParts:
+    config: CameraConfig
+    capture: CaptureStage | LiveCaptureStage
+    analytics: AnalyticsStage | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadReport:
+    added: list[str]
+    removed: list[str]
+    restarted: list[str]
+    not_applied: list[str]  # sections that changed but need a restart (models, sinks, ...)
+
+
+class Graph:
+    """The running graph: stages and queues built from a config, and the cameras, which can be
+    added and removed while it runs (see `apply`)."""
+
+    def __init__(self, loaded: LoadedConfig, models: dict[str, LoadedModel], *, reloadable: bool,
+                 extra_stages: Callable[[StageContext], list[Stage]] | None = None) -> None:
+        self.loaded = loaded
+        self.models = models
+        self._ctx = StageContext()
+        self.reloadable = reloadable
+        if not reloadable:
+            self.ctx.sealed.set()
+        self.sinks: list[Sink] = []
+        self._sinks: list[_SinkLane] = []
+        self._lanes: dict[str, _ModelLane] = {}
+        self._cameras: dict[str, _CameraParts] = {}
+        self._routes: dict[str, list[BoundedQueue]] = {}  # camera -> frame sink queues
+        self._event_routes: dict[str, list[BoundedQueue]] = {}  # camera -> event sink queues
+        self._evidence: EvidenceStage | None = None
+        self._evidence_q: BoundedQueue | None = None
+        self._lock = threading.Lock()  # one add/remove/apply at a time
+        self.runner = self._build(extra_stages)
+
+    @property
+    def ctx(self) -> StageContext:
+        return self._ctx
+
+    @property
+    def camera_ids(self) -> list[str]:
+        return list(self._cameras)
+
+    # ---------------------------------------------------------------------------------- building
+
+    def _build(self, extra_stages: Callable[[StageContext], list[Stage]] | None) -> GraphRunner:
+        cfg = self.loaded.config
+        stages: list[Stage] = []
+        metrics = self.ctx.metrics
+        sealed = self.ctx.sealed
+        with_rules = [c.id for c in cfg.cameras if c.rules]
+        for index, sink_cfg in enumerate(cfg.sinks):
+            sink: Sink
+            if isinstance(sink_cfg, JsonlSinkConfig):
+                sink = JsonlSink(sink_cfg.path)
+            elif isinstance(sink_cfg, VideoSinkConfig):
+                sink = VideoSink(sink_cfg.path, fps=sink_cfg.fps, codec=sink_cfg.codec,
+                                 source_fps=lambda cid: metrics.camera(cid).source_fps)
+            elif isinstance(sink_cfg, ZmqSinkConfig):
+                sink = ZmqEventSink(sink_cfg.endpoint, hwm=sink_cfg.hwm)
+            elif isinstance(sink_cfg, EventsSinkConfig):
+                sink = EventsJsonlSink(sink_cfg.path)
+            else:
+                raise TypeError(f"sinks[{index}]: no sink class for {type(sink_cfg).__name__}")
+            if not sink.wants_frames and not self.reloadable and not any(
+                    cid in with_rules for cid in cfg.sink_cameras(sink_cfg)):
                 log.warning("sink %s gets no events: none of its cameras has rules", sink.name)
-        q = BoundedQueue(f"{sink.name}", cfg.pipeline.queue_size, QueuePolicy.BLOCK)
-        for cid in cams:
-            (routes if sink.wants_frames else event_routes)[cid].append(q)
-        sinks.append(sink)
-        sink_stages.append(SinkStage(index, sink, q, cams))
-    for cam in cfg.cameras:
-        if not routes[cam.id] and not event_routes[cam.id]:
-            log.warning("camera %s feeds no sink: its detections are counted but not written", cam.id)
+            q = BoundedQueue(f"{sink.name}", cfg.pipeline.queue_size, QueuePolicy.BLOCK)
+            lane = _SinkLane(sink_cfg, sink, q, CameraSet((), sealed))
+            self._sinks.append(lane)
+            self.sinks.append(sink)
+        if cfg.evidence is not None and (with_rules or self.reloadable):
+            self._evidence_q = BoundedQueue("analytics>evidence", max(cfg.pipeline.queue_size, 16), QueuePolicy.BLOCK)
+            self._evidence = EvidenceStage(cfg.evidence, self._evidence_q, CameraSet((), sealed), self._event_routes)
+            stages.append(self._evidence)
 
-    evidence_q: BoundedQueue | None = None
-    if cfg.evidence is not None and with_rules:
-        evidence_q = BoundedQueue("analytics>evidence", max(cfg.pipeline.queue_size, 16), QueuePolicy.BLOCK)
-        stages.append(EvidenceStage(cfg.evidence, evidence_q, sorted(with_rules), event_routes))
+        for model_id, model in self.models.items():
+            cams = [c for c in cfg.cameras if c.model == model_id]
+            if not cams and not self.reloadable:
+                continue
+            self._lanes[model_id] = self._build_lane(model_id, model, live=any(c.live for c in cams))
+        for cam in cfg.cameras:
+            stages.extend(self._wire_camera(cam))
+        for mid, lane in self._lanes.items():
+            info = lane.model.backend.info
+            ring = lane.preprocess.ring
+            stages.append(lane.preprocess)
+            stages.append(InferenceStage(mid, lane.model.backend, ring, lane.preprocess.out, lane.to_post,
+                                         lane.camera_sets[1]))
+            stages.append(PostprocessStage(mid, lane.to_post, ring, lane.model.decoder, info.outputs[0].name,
+                                           info.class_names, lane.post_routes, lane.camera_sets[2], lane.max_age_s))
+        for index, lane in enumerate(self._sinks):
+            stages.append(SinkStage(index, lane.sink, lane.queue, lane.cameras))
+        if extra_stages is not None:
+            stages.extend(extra_stages(self._ctx))
+        return GraphRunner(stages, self._ctx)
 
-    for model_id, model in models.items():
-        cams = [c for c in cfg.cameras if c.model == model_id]
-        if not cams:
-            continue
+    def _build_lane(self, model_id: str, model: LoadedModel, *, live: bool) -> _ModelLane:
+        cfg = self.loaded.config
         info = model.backend.info
         ring = SlotRing.allocate(
             cfg.pipeline.slots,
@@ -198,37 +307,153 @@ def build_graph(loaded: LoadedConfig, models: dict[str, LoadedModel] | None = No
             {o.name: (o.shape, o.dtype) for o in info.outputs},
         )
         cond = threading.Condition()
-        camera_queues = []
-        for cam in cams:
-            metrics.camera(cam.id)
-            q = BoundedQueue(
-                f"{cam.id}>preprocess", cam.queue.size, QueuePolicy(cam.policy), condition=cond,
-                on_drop=lambda frame: metrics.count_drop(frame.camera_id, "queue_full"),
-            )
-            camera_queues.append(q)
-            fps = cam.source.fps if cam.live and isinstance(cam.source, (FileSourceConfig, SyntheticSourceConfig)) else None
-            stages.append(CaptureStage(cam.id, make_source(cam.source, cam.id), q, realtime=cam.live, fps=fps))
-        cam_ids = [c.id for c in cams]
-        # Cameras with rules: postprocess → analytics (tracking + rules) → frame sinks, and events
-        # → evidence (when configured, which also keeps the frames) → event sinks.
-        post_routes: dict[str, list[BoundedQueue]] = {}
-        for cam in cams:
-            if cam.rules:
-                q = BoundedQueue(f"postprocess>analytics[{cam.id}]", cfg.pipeline.queue_size, QueuePolicy.BLOCK)
-                to_events = [evidence_q] if evidence_q is not None else event_routes[cam.id]
-                to_frames = routes[cam.id] + ([evidence_q] if evidence_q is not None else [])
-                stages.append(AnalyticsStage(CameraAnalytics(cam, info.class_names), q, to_frames, to_events))
-                post_routes[cam.id] = [q]
-            else:
-                post_routes[cam.id] = routes[cam.id]
-        to_inference = BoundedQueue(f"preprocess>inference[{model_id}]", cfg.pipeline.slots, QueuePolicy.BLOCK)
-        to_postprocess = BoundedQueue(f"inference>postprocess[{model_id}]", cfg.pipeline.slots, QueuePolicy.BLOCK)
-        stages.append(PreprocessStage(model_id, FanIn(camera_queues), to_inference, ring, info.input.name,
-                                      model.batch, model.config.max_wait_ms / 1000.0, cam_ids))
-        stages.append(InferenceStage(model_id, model.backend, ring, to_inference, to_postprocess, cam_ids))
-        stages.append(PostprocessStage(model_id, to_postprocess, ring, model.decoder, info.outputs[0].name,
-                                       info.class_names, post_routes))
-    stages.extend(sink_stages)
-    if extra_stages is not None:
-        stages.extend(extra_stages(ctx))
-    return Graph(GraphRunner(stages, ctx), models, sinks)
+        sealed = self.ctx.sealed
+        sets = [CameraSet((), sealed) for _ in range(3)]
+        max_age: dict[str, float] = {}
+        # For live cameras the batch being filled is the *next* one only: frames are picked up when
+        # inference is about to need them, not one or two batches early, so they are fresh.
+        to_inference = BoundedQueue(f"preprocess>inference[{model_id}]", 1 if live or self.reloadable else cfg.pipeline.slots,
+                                    QueuePolicy.BLOCK)
+        to_post = BoundedQueue(f"inference>postprocess[{model_id}]", cfg.pipeline.slots, QueuePolicy.BLOCK)
+        fanin: FanIn = FanIn([], condition=cond)
+        pre = PreprocessStage(model_id, fanin, to_inference, ring, info.input.name, model.batch,
+                              model.config.max_wait_ms / 1000.0, sets[0], max_age_s=max_age,
+                              fresh=live or self.reloadable)
+        return _ModelLane(model, cond, fanin, pre, to_post, {}, max_age, sets)
+
+    def _wire_camera(self, cam: CameraConfig) -> list[Stage]:
+        """Creates a camera's stages and queues and joins it to its model's and sinks' camera sets.
+        Returns the new stages (not started)."""
+        cfg = self.loaded.config
+        metrics = self.ctx.metrics
+        lane = self._lanes[cam.model]
+        metrics.camera(cam.id)
+        routes = self._routes[cam.id] = []
+        event_routes = self._event_routes[cam.id] = []
+        for sink_lane in self._sinks:
+            if sink_lane.config.cameras is not None and cam.id not in sink_lane.config.cameras:
+                continue
+            if not sink_lane.sink.wants_frames and not cam.rules:
+                continue  # events come only from cameras with rules
+            (routes if sink_lane.sink.wants_frames else event_routes).append(sink_lane.queue)
+            sink_lane.cameras.add(cam.id)
+        if not routes and not event_routes:
+            log.warning("camera %s feeds no sink: its detections are counted but not written", cam.id)
+        new: list[Stage] = []
+        analytics: AnalyticsStage | None = None
+        if cam.rules:
+            q = BoundedQueue(f"postprocess>analytics[{cam.id}]", cfg.pipeline.queue_size, QueuePolicy.BLOCK)
+            evidence_q = self._evidence_q
+            to_events = [evidence_q] if evidence_q is not None else event_routes
+            to_frames = routes + ([evidence_q] if evidence_q is not None else [])
+            if self._evidence is not None:
+                self._evidence.add_camera(cam.id)
+            analytics = AnalyticsStage(CameraAnalytics(cam, lane.model.backend.info.class_names), q, to_frames, to_events)
+            lane.post_routes[cam.id] = [q]
+            new.append(analytics)
+        else:
+            lane.post_routes[cam.id] = routes
+        if cam.max_frame_age_s is not None:
+            lane.max_age_s[cam.id] = cam.max_frame_age_s
+        else:
+            lane.max_age_s.pop(cam.id, None)
+        for camera_set in lane.camera_sets:
+            camera_set.add(cam.id)
+        q = BoundedQueue(f"{cam.id}>preprocess", cam.queue_size, QueuePolicy(cam.policy), condition=lane.condition,
+                         on_drop=lambda frame: metrics.count_drop(frame.camera_id, "queue_full"))
+        capture: CaptureStage | LiveCaptureStage
+        if cam.live:
+            settings = live_settings(cam)
+            # The decoder's own read timeout is set past the stall timeout, so a silent stream is
+            # caught (and reported as stalled) by the supervisor; the abandoned reader then ends
+            # when that read times out.
+            read_timeout = settings.stall_timeout_s + READ_TIMEOUT_MARGIN_S
+            capture = LiveCaptureStage(cam.id, lambda src=cam.source, cid=cam.id, t=read_timeout:
+                                       make_source(src, cid, read_timeout_s=t), q, settings)
+        else:
+            capture = CaptureStage(cam.id, make_source(cam.source, cam.id), q)
+        lane.fanin.add(q)
+        new.insert(0, capture)
+        self._cameras[cam.id] = _CameraParts(cam, capture, analytics)
+        return new
+
+    # ---------------------------------------------------------------------------------- run time
+
+    def add_camera(self, cam: CameraConfig) -> None:
+        """Adds a camera to the running graph; it joins its model's batches with its first frame."""
+        with self._lock:
+            if self.ctx.drain.is_set():
+                raise RuntimeError(f"cannot add camera {cam.id!r}: the graph is draining")
+            if cam.id in self._cameras:
+                raise ValueError(f"camera {cam.id!r} is already running")
+            if cam.model not in self._lanes:
+                raise ValueError(f"camera {cam.id!r}: model {cam.model!r} is not loaded in this run (models: "
+                                 f"{sorted(self._lanes)}); adding a model needs a restart")
+            for stage in self._wire_camera(cam):
+                self.runner.add_stage(stage)
+            log.info("camera %s added (%s)", cam.id, type(cam.source).__name__.removesuffix("SourceConfig").lower())
+
+    def remove_camera(self, camera_id: str, timeout_s: float = 30.0) -> None:
+        """Stops a camera: its queued frames finish, its files close, the other cameras go on.
+        Returns once its end of stream has passed every stage (or raises TimeoutError)."""
+        with self._lock:
+            parts = self._cameras.get(camera_id)
+            if parts is None:
+                raise KeyError(f"no camera {camera_id!r} (cameras: {sorted(self._cameras)})")
+            parts.capture.removed.set()
+            deadline = time.monotonic() + timeout_s
+            sets = [s for lane in self._lanes.values() for s in lane.camera_sets] + [s.cameras for s in self._sinks]
+            while any(camera_id in s for s in sets):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"camera {camera_id!r} did not finish within {timeout_s:.0f} s of its removal")
+                if self.ctx.stop.wait(0.05):
+                    break
+            del self._cameras[camera_id]
+            lane = self._lanes[parts.config.model]
+            lane.post_routes.pop(camera_id, None)
+            lane.max_age_s.pop(camera_id, None)
+            log.info("camera %s removed", camera_id)
+
+    def apply(self, new: LoadedConfig) -> ReloadReport:
+        """Brings the running cameras in line with `new`: adds, removes, and restarts changed ones;
+        the others are not touched. Changes outside `cameras` need a restart and are reported."""
+        old_cfg, new_cfg = self.loaded.config, new.config
+        not_applied = [name for name in ("models", "sinks", "evidence", "pipeline", "metrics")
+                       if getattr(old_cfg, name) != getattr(new_cfg, name)]
+        issues: list[ConfigIssue] = []
+        for i, cam in enumerate(new_cfg.cameras):
+            if cam.model not in self._lanes:
+                issues.append(new.issue(("cameras", i, "model"), f"model {cam.model!r} is not loaded in this run "
+                                                                 f"(models: {sorted(self._lanes)}); a new model needs a restart"))
+        old = {c.id: c for c in old_cfg.cameras if c.id in self._cameras}
+        old.update({cid: p.config for cid, p in self._cameras.items()})
+        wanted = {c.id: c for c in new_cfg.cameras}
+        added = [cid for cid in wanted if cid not in old]
+        removed = [cid for cid in old if cid not in wanted]
+        restarted = [cid for cid in wanted if cid in old and old[cid] != wanted[cid]]
+        for mid, lane in self._lanes.items():
+            issues.extend(camera_class_issues(new, mid, lane.model.backend.info.class_names, set(added + restarted)))
+        if issues:
+            raise ConfigError(issues)
+        for cid in removed + restarted:
+            self.remove_camera(cid)
+        for cid in restarted + added:
+            self.add_camera(wanted[cid])
+        self.loaded = new
+        return ReloadReport(added, removed, restarted, not_applied)
+
+
+def build_graph(loaded: LoadedConfig, models: dict[str, LoadedModel] | None = None,
+                extra_stages: Callable[[StageContext], list[Stage]] | None = None,
+                reloadable: bool | None = None) -> Graph:
+    """Wires the stages. Checks input files first; loads models unless given.
+
+    A graph with a live camera is `reloadable` by default: it runs until stopped, and cameras can
+    be added and removed while it runs. A graph of files ends when its files end."""
+    issues = check_files(loaded)
+    if issues:
+        raise ConfigError(issues)
+    models = models if models is not None else load_models(loaded)
+    if reloadable is None:
+        reloadable = any(c.live for c in loaded.config.cameras)
+    return Graph(loaded, models, reloadable=reloadable, extra_stages=extra_stages)

@@ -8,18 +8,18 @@ from pipeline.backends.base import Backend
 from pipeline.frames import EndOfStream
 from pipeline.preprocess import SlotRing
 from pipeline.queues import BoundedQueue
-from pipeline.stage import Stage, StageContext, consume
+from pipeline.stage import CameraSet, Stage, StageContext, consume
 
 
 class InferenceStage(Stage):
     def __init__(self, model_id: str, backend: Backend, ring: SlotRing, inp: BoundedQueue, out: BoundedQueue,
-                 cameras: list[str]) -> None:
+                 cameras: CameraSet | list[str]) -> None:
         super().__init__(f"inference[{model_id}]")
         self.backend = backend
         self.ring = ring
         self.inp = inp
         self.out = out
-        self.cameras = set(cameras)
+        self.cameras = cameras if isinstance(cameras, CameraSet) else CameraSet(cameras)
 
     def run(self, ctx: StageContext) -> None:
         stats = ctx.metrics.stage(self.name)

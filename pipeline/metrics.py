@@ -8,13 +8,28 @@ a value that is one frame old. Ages are kept in fixed-size numpy windows so reco
 from __future__ import annotations
 
 import collections
+import enum
+import logging
 import threading
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
+log = logging.getLogger(__name__)
+
 AGE_WINDOW = 8192
+RATE_WINDOW_S = 5.0  # fps_in / fps_out are averaged over the last few seconds
+
+
+class CameraState(str, enum.Enum):
+    STARTING = "starting"  # opening the source for the first time
+    STREAMING = "streaming"
+    STALLED = "stalled"  # connected, but no frame for stall_timeout_s
+    FROZEN = "frozen"  # frames arrive, but the picture or its timestamps stopped changing
+    RECONNECTING = "reconnecting"  # waiting out the backoff or opening again
+    FAILED = "failed"  # gave up (reconnect.max_attempts) or cannot be read at all
+    ENDED = "ended"  # a file came to its end, or the camera was removed
 _STAGE_ORDER = {"capture": 0, "preprocess": 1, "inference": 2, "postprocess": 3, "analytics": 4, "evidence": 5, "sink": 6}
 
 
@@ -38,6 +53,29 @@ class AgeWindow:
     @property
     def count(self) -> int:
         return self._count
+
+
+class RateMeter:
+    """Events per second over the last RATE_WINDOW_S, from a preallocated ring of timestamps."""
+
+    def __init__(self, size: int = 1024) -> None:
+        self._times = np.full(size, -np.inf)
+        self._count = 0
+        self._first: float | None = None
+
+    def add(self, now_mono: float) -> None:
+        if self._first is None:
+            self._first = now_mono
+        self._times[self._count % self._times.shape[0]] = now_mono
+        self._count += 1
+
+    def rate(self, now_mono: float) -> float:
+        if self._first is None:
+            return 0.0
+        span = min(RATE_WINDOW_S, now_mono - self._first)
+        if span <= 0:
+            return 0.0
+        return float(np.count_nonzero(self._times > now_mono - RATE_WINDOW_S)) / span
 
 
 class StageMetrics:
@@ -65,6 +103,42 @@ class CameraMetrics:
         self.output_ages = AgeWindow()
         self.first_in_mono: float | None = None
         self.last_out_mono: float | None = None
+        self.last_in_mono: float | None = None  # capture time of the newest frame
+        self.in_rate = RateMeter()
+        self.out_rate = RateMeter()
+        self.reconnects = 0
+        self.state = CameraState.STARTING
+        self.state_since_mono = time.monotonic()
+        self.state_reason = ""  # why it is in this state (masked: never a credential)
+        # The last state changes, (monotonic time, state, reason): a stall that lasted a moment
+        # before the reconnect is still on record.
+        self.history: collections.deque[tuple[float, CameraState, str]] = collections.deque(maxlen=32)
+
+    def set_state(self, state: CameraState, reason: str = "") -> None:
+        """Records a state change and logs it (a warning when leaving `streaming` for a fault)."""
+        if state is self.state and reason == self.state_reason:
+            return
+        previous, self.state, self.state_reason = self.state, state, reason
+        self.state_since_mono = time.monotonic()
+        if state is previous:
+            return
+        self.history.append((self.state_since_mono, state, reason))
+        level = logging.WARNING if state in (CameraState.STALLED, CameraState.FROZEN, CameraState.FAILED) or (
+            previous is CameraState.STREAMING and state is CameraState.RECONNECTING) else logging.INFO
+        log.log(level, "camera %s: %s -> %s%s", self.camera_id, previous.value, state.value, f" ({reason})" if reason else "")
+
+    def record_in(self, capture_mono: float) -> None:
+        if self.first_in_mono is None:
+            self.first_in_mono = capture_mono
+        self.last_in_mono = capture_mono
+        self.frames_in += 1
+        self.in_rate.add(capture_mono)
+
+    def record_out(self, now_mono: float, age_ms: float) -> None:
+        self.frames_out += 1
+        self.last_out_mono = now_mono
+        self.output_ages.add(age_ms)
+        self.out_rate.add(now_mono)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +176,14 @@ class Metrics:
     def camera(self, camera_id: str) -> CameraMetrics:
         with self._lock:
             return self._cameras.setdefault(camera_id, CameraMetrics(camera_id))
+
+    def cameras(self) -> list[CameraMetrics]:
+        with self._lock:
+            return list(self._cameras.values())
+
+    def stages(self) -> list[StageMetrics]:
+        with self._lock:
+            return list(self._stages.values())
 
     def count_drop(self, camera_id: str, reason: str) -> None:
         cam = self.camera(camera_id)

@@ -24,7 +24,7 @@ import numpy as np
 
 from pipeline.frames import Batch, EndOfStream, Frame, Letterbox
 from pipeline.queues import POLL_S, BoundedQueue, FanIn, Stopped
-from pipeline.stage import Stage, StageContext
+from pipeline.stage import CameraSet, Stage, StageContext
 
 log = logging.getLogger(__name__)
 
@@ -152,12 +152,19 @@ class SlotRing:
 
 
 class PreprocessStage(Stage):
-    """Takes frames from the cameras feeding one model (round-robin), letterboxes them into the
-    rows of a free slot, and emits a Batch when it is full or `max_wait_s` has passed since its
-    first frame. EndOfStream of a camera flushes the open batch first, so order is kept."""
+    """Cross-camera deadline batching: takes frames from whichever cameras feeding one model have
+    them (round-robin, so no camera starves another, and never waiting for a camera that has
+    nothing), letterboxes them into the rows of a free slot, and emits a Batch when it is full or
+    `max_wait_s` has passed since its first frame. EndOfStream of a camera flushes the open batch
+    first, so order is kept.
+
+    `max_age_s` (per camera): a frame older than this when picked up is dropped and counted
+    (too_old). `fresh` (live graphs): a batch is opened only when inference has room for it, so its
+    frames are picked up just before they are needed instead of waiting behind earlier batches."""
 
     def __init__(self, model_id: str, inputs: FanIn, out: BoundedQueue, ring: SlotRing, input_name: str,
-                 batch: int, max_wait_s: float, cameras: list[str]) -> None:
+                 batch: int, max_wait_s: float, cameras: CameraSet | list[str], *,
+                 max_age_s: dict[str, float] | None = None, fresh: bool = False) -> None:
         super().__init__(f"preprocess[{model_id}]")
         self.model_id = model_id
         self.inputs = inputs
@@ -166,18 +173,23 @@ class PreprocessStage(Stage):
         self.input_name = input_name
         self.batch = batch
         self.max_wait_s = max_wait_s
-        self.cameras = set(cameras)
+        self.cameras = cameras if isinstance(cameras, CameraSet) else CameraSet(cameras)
+        self.max_age_s = max_age_s if max_age_s is not None else {}
+        self.fresh = fresh
         h, w = ring.slots[0].inputs[input_name].shape[2:4]
         self._scratch = LetterboxScratch(h, w)
 
     def run(self, ctx: StageContext) -> None:
         stats = ctx.metrics.stage(self.name)
-        active = set(self.cameras)
+        metrics = ctx.metrics
+        active = self.cameras
         batch: _OpenBatch | None = None
         try:
-            while active:
+            while not active.finished():
                 if ctx.stop.is_set():
                     raise Stopped
+                if batch is None and self.fresh and not self.out.wait_for_room(POLL_S):
+                    continue  # inference still has a batch waiting: newer frames will come
                 # An open batch waits only until its deadline; an idle stage re-checks stop every POLL_S.
                 timeout = min(POLL_S, max(0.0, batch.deadline - time.monotonic())) if batch else POLL_S
                 try:
@@ -194,7 +206,13 @@ class PreprocessStage(Stage):
                     active.discard(item.camera_id)
                     self.out.put(item, ctx.stop)
                     continue
-                stats.ages.add((time.monotonic() - item.capture_mono) * 1000.0)
+                now = time.monotonic()
+                age_s = now - item.capture_mono
+                limit = self.max_age_s.get(item.camera_id)
+                if limit is not None and age_s > limit:
+                    metrics.count_drop(item.camera_id, "too_old")
+                    continue
+                stats.ages.add(age_s * 1000.0)
                 if batch is None:
                     batch = _OpenBatch(self.ring.acquire(ctx.stop), [], time.monotonic() + self.max_wait_s)
                 t0 = time.perf_counter()

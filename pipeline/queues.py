@@ -105,6 +105,17 @@ class BoundedQueue(Generic[T]):
             self._cond.notify_all()
             return item
 
+    def wait_for_room(self, timeout: float) -> bool:
+        """Waits up to `timeout` s until the queue has room; True if it has."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while len(self._items) >= self.maxsize:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+            return True
+
     def get_nowait(self) -> T:
         with self._cond:
             if not self._items:
@@ -118,10 +129,10 @@ class FanIn(Generic[T]):
     """Reads from several queues that share one condition, round-robin, so that no input starves
     another and the reader never waits on an input that has nothing."""
 
-    def __init__(self, queues: Sequence[BoundedQueue[T]]) -> None:
-        if not queues:
-            raise ValueError("FanIn needs at least one queue, got none")
-        cond = queues[0].condition
+    def __init__(self, queues: Sequence[BoundedQueue[T]], condition: threading.Condition | None = None) -> None:
+        if not queues and condition is None:
+            raise ValueError("FanIn needs at least one queue, or the condition its queues will share")
+        cond = condition if condition is not None else queues[0].condition
         for q in queues:
             if q.condition is not cond:
                 raise ValueError(f"queue {q.name!r} does not share the fan-in's condition")
@@ -133,16 +144,33 @@ class FanIn(Generic[T]):
     def queues(self) -> list[BoundedQueue[T]]:
         return self._queues
 
+    @property
+    def condition(self) -> threading.Condition:
+        return self._cond
+
+    def add(self, q: BoundedQueue[T]) -> None:
+        """Adds an input while the reader runs (a camera added at run time)."""
+        if q.condition is not self._cond:
+            raise ValueError(f"queue {q.name!r} does not share the fan-in's condition")
+        with self._cond:
+            self._queues = [*self._queues, q]
+            self._cond.notify_all()
+
     def get(self, timeout: float) -> T:
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
                 count = len(self._queues)
-                for step in range(count):
+                for step in range(count):  # no queues yet (cameras come at run time): just wait
                     q = self._queues[(self._next + step) % count]
                     if q._items:  # noqa: SLF001 - same condition held; avoids re-locking
                         self._next = (self._next + step + 1) % count
                         item = q._items.popleft()  # noqa: SLF001
+                        if isinstance(item, EndOfStream):
+                            # A camera's sentinel is its last item: stop polling its queue (a
+                            # camera removed at run time leaves nothing behind).
+                            self._queues = [other for other in self._queues if other is not q]
+                            self._next = self._next % len(self._queues) if self._queues else 0
                         self._cond.notify_all()
                         return item
                 remaining = deadline - time.monotonic()

@@ -4,6 +4,7 @@ Shared by `run`, `detect` and `bench` so they behave the same under SIGINT/SIGTE
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 import sys
@@ -15,8 +16,9 @@ from types import FrameType
 
 import cv2
 
+from pipeline.config import ConfigError, LoadedConfig
 from pipeline.graph import Graph
-from pipeline.metrics import CameraSummary, StageSummary
+from pipeline.metrics import CameraState, CameraSummary, StageSummary
 
 log = logging.getLogger(__name__)
 
@@ -29,17 +31,53 @@ class RunSummary:
     stages: list[StageSummary]
     interrupted: bool  # a signal asked for the end: queued frames drained
     forced: bool  # stopped at once (second signal, drain timeout): queued frames were discarded
+    failed_cameras: list[str] = dataclasses.field(default_factory=list)  # gave up reconnecting
 
     @property
     def fps(self) -> float:
         return self.frames_out / self.seconds if self.seconds > 0 else float("nan")
 
 
+class Reloader:
+    """Re-reads the config and applies the camera changes to the running graph, one reload at a
+    time, off the main thread (a removed camera's queued frames may take a moment to finish)."""
+
+    def __init__(self, graph: Graph, load: Callable[[], LoadedConfig]) -> None:
+        self.graph = graph
+        self.load = load
+        self._lock = threading.Lock()
+
+    def reload(self) -> dict[str, object]:
+        """Applies the config file as it is now. Returns what changed, or the errors (the running
+        cameras are left as they were when the new config is invalid)."""
+        with self._lock:
+            try:
+                loaded = self.load()
+                report = self.graph.apply(loaded)
+            except ConfigError as exc:
+                log.error("reload: config not applied, cameras unchanged:\n%s", exc)
+                return {"ok": False, "errors": [str(i) for i in exc.issues]}
+            except (RuntimeError, ValueError, KeyError, TimeoutError) as exc:
+                log.error("reload failed: %s", exc)
+                return {"ok": False, "errors": [str(exc)]}
+        for section in report.not_applied:
+            log.warning("reload: %s changed; that needs a restart (not applied)", section)
+        log.info("reload: added %s, removed %s, restarted %s", report.added or "none", report.removed or "none",
+                 report.restarted or "none")
+        return {"ok": True, "added": report.added, "removed": report.removed, "restarted": report.restarted,
+                "not_applied": report.not_applied}
+
+    def reload_in_background(self) -> None:
+        threading.Thread(target=self.reload, name="reload", daemon=True).start()
+
+
 def execute(graph: Graph, *, drain_timeout_s: float = 30.0, on_progress: Callable[[int, int | None], None] | None = None,
             handle_signals: bool = True, close_backends: bool = True, gil_switch_interval_s: float | None = 0.0002,
-            opencv_threads: int | None = 1) -> RunSummary:
+            opencv_threads: int | None = 1, metrics_port: int | None = None, metrics_host: str = "127.0.0.1",
+            reloader: Reloader | None = None) -> RunSummary:
     """Starts the graph and waits for it. The first SIGINT/SIGTERM drains (queued frames finish,
     files close, exit 0); a second one, or a drain longer than `drain_timeout_s`, stops at once.
+    SIGHUP (and POST /reload on the metrics port) re-reads the config through `reloader`.
     Raises GraphFailed if a stage failed. The GIL switch interval and OpenCV's thread count are set
     for the run's duration (see PipelineConfig) and restored afterwards."""
     runner = graph.runner
@@ -60,6 +98,15 @@ def execute(graph: Graph, *, drain_timeout_s: float = 30.0, on_progress: Callabl
     if handle_signals and threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous[sig] = signal.signal(sig, on_signal)
+        if reloader is not None and hasattr(signal, "SIGHUP"):
+            previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda _s, _f: reloader.reload_in_background())
+
+    health = None
+    if metrics_port is not None:
+        from pipeline.health import HealthServer
+
+        health = HealthServer(graph.ctx.metrics, host=metrics_host, port=metrics_port,
+                              reload=reloader.reload if reloader is not None else None).start()
 
     metrics = graph.ctx.metrics
 
@@ -80,6 +127,8 @@ def execute(graph: Graph, *, drain_timeout_s: float = 30.0, on_progress: Callabl
     try:
         runner.run(on_tick=tick)
     finally:
+        if health is not None:
+            health.close()
         sys.setswitchinterval(previous_switch)
         cv2.setNumThreads(previous_cv_threads)
         for sig, handler in previous.items():
@@ -88,8 +137,9 @@ def execute(graph: Graph, *, drain_timeout_s: float = 30.0, on_progress: Callabl
             for model in graph.models.values():
                 model.backend.close()
     seconds = time.monotonic() - start
+    failed = [c.camera_id for c in metrics.cameras() if c.state is CameraState.FAILED]
     return RunSummary(seconds, metrics.frames_out_total(), metrics.camera_summaries(), metrics.stage_summaries(),
-                      interrupted.is_set(), runner.forced)
+                      interrupted.is_set(), runner.forced, failed)
 
 
 def format_summary(summary: RunSummary) -> str:

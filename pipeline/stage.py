@@ -33,6 +33,41 @@ class StageContext:
     stop: threading.Event = field(default_factory=threading.Event)
     drain: threading.Event = field(default_factory=threading.Event)
     metrics: Metrics = field(default_factory=Metrics)
+    # Set once no camera can be added any more: at build time for a graph of files, at drain/stop
+    # for a live graph that takes cameras at run time. Until then a stage whose cameras have all
+    # ended keeps waiting for new ones instead of returning.
+    sealed: threading.Event = field(default_factory=threading.Event)
+
+
+class CameraSet:
+    """The cameras a stage still expects an EndOfStream from. Grows when a camera is added at run
+    time (before its capture starts), shrinks as sentinels pass; the stage is finished when it is
+    empty and the graph is sealed."""
+
+    def __init__(self, camera_ids: Iterable[str], sealed: threading.Event | None = None) -> None:
+        self._ids = set(camera_ids)
+        self._lock = threading.Lock()
+        self._sealed = sealed
+
+    def add(self, camera_id: str) -> None:
+        with self._lock:
+            self._ids.add(camera_id)
+
+    def discard(self, camera_id: str) -> None:
+        with self._lock:
+            self._ids.discard(camera_id)
+
+    def __contains__(self, camera_id: object) -> bool:
+        with self._lock:
+            return camera_id in self._ids
+
+    def snapshot(self) -> set[str]:
+        with self._lock:
+            return set(self._ids)
+
+    def finished(self) -> bool:
+        with self._lock:
+            return not self._ids and (self._sealed is None or self._sealed.is_set())
 
 
 class Stage(ABC):
@@ -46,11 +81,12 @@ class Stage(ABC):
     def run(self, ctx: StageContext) -> None: ...
 
 
-def consume(inp: BoundedQueue, cameras: Iterable[str], ctx: StageContext) -> Iterator[object]:
+def consume(inp: BoundedQueue, cameras: CameraSet | Iterable[str], ctx: StageContext) -> Iterator[object]:
     """Yields what arrives on `inp` until every camera in `cameras` has sent its EndOfStream (the
-    sentinels are yielded too, so the stage can pass them on). Raises Stopped when the graph stops."""
-    active = set(cameras)
-    while active:
+    sentinels are yielded too, so the stage can pass them on) and, for a CameraSet that can grow,
+    the graph is sealed. Raises Stopped when the graph stops."""
+    active = cameras if isinstance(cameras, CameraSet) else CameraSet(cameras)
+    while not active.finished():
         if ctx.stop.is_set():
             raise Stopped
         try:
@@ -94,6 +130,7 @@ class GraphRunner:
             raise ValueError(f"stage names must be unique, got duplicates {sorted(duplicates)}")
         self.stages = list(stages)
         self.ctx = ctx or StageContext()
+        self._threads_lock = threading.Lock()
         for stage in self.stages:  # registered in graph order, so summaries list them in that order
             self.ctx.metrics.stage(stage.name)
         self.errors: list[StageError] = []
@@ -105,13 +142,32 @@ class GraphRunner:
     def start(self) -> None:
         if self._threads:
             raise RuntimeError("GraphRunner.start() called twice")
-        for stage in self.stages:
-            # daemon: a stage stuck in a native call past the deadline must not keep the process
-            # alive after run() has reported it.
+        with self._threads_lock:
+            for stage in self.stages:
+                # daemon: a stage stuck in a native call past the deadline must not keep the process
+                # alive after run() has reported it.
+                t = threading.Thread(target=self._thread_main, args=(stage,), name=stage.name, daemon=True)
+                self._threads.append(t)
+            for t in self._threads:
+                t.start()
+
+    def add_stage(self, stage: Stage) -> None:
+        """Starts one more stage in a running graph (a camera added at run time)."""
+        with self._threads_lock:
+            if self.ctx.stop.is_set():
+                raise RuntimeError(f"cannot add stage {stage.name!r}: the graph is stopping")
+            finished = {t.name for t in self._threads if not t.is_alive()}
+            if stage.name in {s.name for s in self.stages} - finished:
+                raise ValueError(f"a stage named {stage.name!r} is still running")
+            self.stages.append(stage)
+            self.ctx.metrics.stage(stage.name)
             t = threading.Thread(target=self._thread_main, args=(stage,), name=stage.name, daemon=True)
             self._threads.append(t)
-        for t in self._threads:
             t.start()
+
+    def _thread_list(self) -> list[threading.Thread]:
+        with self._threads_lock:
+            return list(self._threads)
 
     def _thread_main(self, stage: Stage) -> None:
         try:
@@ -128,6 +184,7 @@ class GraphRunner:
         """Graceful end: sources stop, queued frames flow out, files close."""
         if not self.ctx.drain.is_set():
             log.info("draining: sources stop reading, queued frames finish")
+        self.ctx.sealed.set()
         self.ctx.drain.set()
 
     def stop(self) -> None:
@@ -135,11 +192,12 @@ class GraphRunner:
         if self._stop_requested_at is None:
             self._stop_requested_at = time.monotonic()
         self.forced = True
+        self.ctx.sealed.set()
         self.ctx.drain.set()
         self.ctx.stop.set()
 
     def alive(self) -> list[str]:
-        return [t.name for t in self._threads if t.is_alive()]
+        return [t.name for t in self._thread_list() if t.is_alive()]
 
     def wait(self, timeout: float | None = None, on_tick: Callable[[], None] | None = None) -> bool:
         """Waits for all stage threads. Returns True when all have exited, False on `timeout`.
@@ -147,7 +205,7 @@ class GraphRunner:
         start = time.monotonic()
         stuck: list[str] = []
         while True:
-            alive = [t for t in self._threads if t.is_alive()]
+            alive = [t for t in self._thread_list() if t.is_alive()]
             if not alive:
                 break
             # One short join per round (not one per thread) keeps the stop deadline checked often

@@ -242,7 +242,7 @@ def test_odd_yaml_is_reported_not_crashed(tmp_path, patch, line, key, message):
 
 def test_source_given_as_a_word_says_what_is_expected(tmp_path):
     text = VALID.replace("    source:\n      type: file\n      path: ${VIGIL_SHARED}/media/people_small.mp4\n", "    source: file\n")
-    with pytest.raises(ConfigError, match=r":3: cameras\[0\]\.source: expected a mapping with type: one of file, images, synthetic, got 'file'"):
+    with pytest.raises(ConfigError, match=r":3: cameras\[0\]\.source: expected a mapping with type: one of file, images, synthetic, rtsp, usb, got 'file'"):
         load_config(write(tmp_path, text))
 
 

@@ -8,12 +8,13 @@ from pipeline.frames import Batch, EndOfStream, FrameResult
 from pipeline.postprocess.yolo import YoloDecoder
 from pipeline.preprocess import SlotRing
 from pipeline.queues import BoundedQueue
-from pipeline.stage import Stage, StageContext, consume
+from pipeline.stage import CameraSet, Stage, StageContext, consume
 
 
 class PostprocessStage(Stage):
     def __init__(self, model_id: str, inp: BoundedQueue, ring: SlotRing, decoder: YoloDecoder, output_name: str,
-                 class_names: dict[int, str], routes: dict[str, list[BoundedQueue]]) -> None:
+                 class_names: dict[int, str], routes: dict[str, list[BoundedQueue]],
+                 cameras: CameraSet | None = None, max_age_s: dict[str, float] | None = None) -> None:
         super().__init__(f"postprocess[{model_id}]")
         self.inp = inp
         self.ring = ring
@@ -21,11 +22,14 @@ class PostprocessStage(Stage):
         self.output_name = output_name
         self.class_names = class_names
         self.routes = routes  # camera id -> the input queues of the sinks that want that camera
+        self.cameras = cameras if cameras is not None else CameraSet(routes)
+        # Per camera: results older than this are dropped (too_old) rather than handed on late.
+        self.max_age_s = max_age_s if max_age_s is not None else {}
 
     def run(self, ctx: StageContext) -> None:
         stats = ctx.metrics.stage(self.name)
-        cameras = {cid: ctx.metrics.camera(cid) for cid in self.routes}
-        for item in consume(self.inp, self.routes, ctx):
+        metrics = ctx.metrics
+        for item in consume(self.inp, self.cameras, ctx):
             if isinstance(item, EndOfStream):
                 for q in self.routes[item.camera_id]:
                     q.put(item, ctx.stop)
@@ -41,10 +45,12 @@ class PostprocessStage(Stage):
                 self.ring.release(batch.slot)
             stats.add_work(time.perf_counter() - t0, len(batch))
             for frame, dets in zip(batch.frames, detections, strict=True):
-                cam = cameras[frame.camera_id]
-                cam.frames_out += 1
-                cam.last_out_mono = time.monotonic()
-                cam.output_ages.add(frame.age_ms(cam.last_out_mono))
+                now = time.monotonic()
+                limit = self.max_age_s.get(frame.camera_id)
+                if limit is not None and now - frame.capture_mono > limit:
+                    metrics.count_drop(frame.camera_id, "too_old")
+                    continue
+                metrics.camera(frame.camera_id).record_out(now, frame.age_ms(now))
                 result = FrameResult(frame, dets, self.class_names)
                 for q in self.routes[frame.camera_id]:
                     q.put(result, ctx.stop)

@@ -9,7 +9,7 @@ from abc import ABC, abstractmethod
 from pipeline.frames import EndOfStream, FrameResult
 from pipeline.rules.engine import Event
 from pipeline.queues import BoundedQueue
-from pipeline.stage import Stage, StageContext, consume
+from pipeline.stage import CameraSet, Stage, StageContext, consume
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +38,12 @@ class Sink(ABC):
 
 
 class SinkStage(Stage):
-    def __init__(self, index: int, sink: Sink, inp: BoundedQueue, cameras: list[str]) -> None:
+    def __init__(self, index: int, sink: Sink, inp: BoundedQueue, cameras: CameraSet | list[str]) -> None:
         # The config index keeps names unique when two sinks write files of the same name.
         super().__init__(f"sink[{index}:{sink.name}]")
         self.sink = sink
         self.inp = inp
-        self.cameras = set(cameras)
+        self.cameras = cameras if isinstance(cameras, CameraSet) else CameraSet(cameras)
 
     def run(self, ctx: StageContext) -> None:
         stats = ctx.metrics.stage(self.name)

@@ -7,6 +7,7 @@ capture stage's job, so a new kind of source (RTSP, USB) is one small class.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.frames import EndOfStream, Frame
+from pipeline.metrics import CameraState
 from pipeline.queues import POLL_S, BoundedQueue
 from pipeline.stage import Stage, StageContext
 
@@ -34,10 +36,17 @@ class SourceInfo:
 class SourceFrame:
     image: np.ndarray
     name: str  # file name for image sources, the source's name otherwise
+    # The stream's own timestamp (ms) where the source has one (files, RTSP): freeze detection
+    # watches it advance. None where there is none.
+    stream_ms: float | None = None
 
 
 class Source(ABC):
-    """Opens, reads, closes. Whether a source is live (drop_oldest) is the camera config's call."""
+    """Opens, reads, closes. Whether a source is live (drop_oldest) is the camera config's call.
+
+    `read` returning None means the stream has truly ended (end of a file); a source that can fail
+    and come back (RTSP, USB) raises SourceError instead, and the live capture reconnects. A source
+    object serves one connection: the live capture makes a new one for every attempt."""
 
     @property
     @abstractmethod
@@ -68,11 +77,16 @@ class CaptureStage(Stage):
         self.out = out
         self.realtime = realtime
         self.fps = fps
+        self.removed = threading.Event()  # set to take the camera out of a running graph
 
     def run(self, ctx: StageContext) -> None:
         cam = ctx.metrics.camera(self.camera_id)
         stage = ctx.metrics.stage(self.name)
-        info = self.source.open()
+        try:
+            info = self.source.open()
+        except SourceError as exc:
+            cam.set_state(CameraState.FAILED, str(exc))
+            raise
         cam.total_frames = info.total_frames
         cam.source_fps = self.fps or info.fps
         period = 1.0 / (self.fps or info.fps or 25.0) if self.realtime else 0.0
@@ -80,7 +94,7 @@ class CaptureStage(Stage):
         file_rate = None if self.realtime else (self.fps or info.fps)  # pts from the frame index
         seq = 0
         try:
-            while not ctx.drain.is_set():
+            while not ctx.drain.is_set() and not self.removed.is_set():
                 if period:
                     if not _sleep_until(next_due, ctx):
                         break
@@ -99,16 +113,16 @@ class CaptureStage(Stage):
                     source_name=got.name,
                     pts=seq / file_rate if file_rate else now_mono - started,
                 )
-                if cam.first_in_mono is None:
-                    cam.first_in_mono = now_mono
-                cam.frames_in += 1
+                cam.record_in(now_mono)
+                if seq == 0:
+                    cam.set_state(CameraState.STREAMING)
                 stage.add_work(time.perf_counter() - t0, 1)
                 self.out.put(frame, ctx.stop)
                 seq += 1
         finally:
             self.source.close()
-        how = "stopped" if ctx.drain.is_set() else "end of stream"
-        log.info("camera %s: %s after %d frames", self.camera_id, how, seq)
+        how = "stopped" if ctx.drain.is_set() or self.removed.is_set() else "end of stream"
+        cam.set_state(CameraState.ENDED, f"{how} after {seq} frames")
         self.out.put(EndOfStream(self.camera_id), ctx.stop)
 
 

@@ -61,7 +61,7 @@ class VideoFileSource(Source):
             return None
         self._frames_read += 1
         self._frames_total += 1
-        return SourceFrame(image, self.path.name)
+        return SourceFrame(image, self.path.name, self._cap.get(cv2.CAP_PROP_POS_MSEC))
 
     def close(self) -> None:
         if self._cap is not None:

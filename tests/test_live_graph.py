@@ -1,0 +1,307 @@
+"""Live cameras through the whole graph with the real model: bounded frame age under a slow model,
+cross-camera batching with a dead camera, cameras added and removed at run time, /healthz and
+/metrics, and `detect` on an RTSP URL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from pipeline.config import ConfigError, load_config
+from pipeline.graph import build_graph
+from pipeline.metrics import CameraState
+from pipeline.runner import Reloader, execute
+from tests.tools.rtsp import RtspServer, free_port, need_rtsp_server
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def get_json(url: str) -> dict:
+    """The JSON at `url`, or {} while the server is not up yet."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return json.loads(r.read())
+    except OSError:
+        return {}
+
+
+def wait_for(predicate, timeout: float, step: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return False
+
+
+class Running:
+    """execute() in a thread, as `run` does in the main thread; drain() ends it."""
+
+    def __init__(self, graph, **kw) -> None:
+        self.graph = graph
+        self.summary = None
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, kwargs=kw, daemon=True)
+        self._thread.start()
+
+    def _main(self, **kw) -> None:
+        try:
+            self.summary = execute(self.graph, handle_signals=False, **kw)
+        except BaseException as exc:  # noqa: BLE001
+            self.error = exc
+
+    def finish(self, timeout: float = 30.0):
+        self.graph.runner.drain()
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), f"still running: {self.graph.runner.alive()}"
+        if self.error is not None:
+            raise self.error
+        return self.summary
+
+
+@pytest.fixture
+def rtsp(media):
+    need_rtsp_server()
+    server = RtspServer(media / "crowd_overhead.mp4").start()
+    yield server
+    server.stop()
+
+
+def test_slow_model_keeps_frame_age_bounded_for_a_minute(tmp_path, model_path, rtsp):
+    """25 fps camera into a model that manages ~11 fps here: drops are counted, p99 frame age stays
+    under max_frame_age_ms and does not trend upward."""
+    cfg = tmp_path / "live.yaml"
+    cfg.write_text(f"""
+cameras:
+  - id: dock
+    source: {{type: rtsp, url: "{rtsp.url}"}}
+    model: yolo
+    max_frame_age_ms: 800
+models:
+  - {{id: yolo, path: {model_path}}}
+sinks:
+  - {{type: jsonl, path: out/dock.jsonl}}
+""")
+    graph = build_graph(load_config(cfg))
+    run = Running(graph)
+    time.sleep(62)
+    summary = run.finish()
+    records = read_jsonl(tmp_path / "out" / "dock.jsonl")
+    [cam] = summary.cameras
+    ages = np.array([r["age_ms"] for r in records])
+    t = np.array([r["capture_ts"] for r in records])
+    assert len(records) > 200, f"only {len(records)} frames out in a minute"
+    assert sum(cam.drops.values()) > 0.3 * cam.frames_in, cam.drops  # the model is slower than the camera
+    assert np.percentile(ages, 99) < 800
+    first, last = ages[t < t[0] + 20], ages[t > t[-1] - 20]
+    assert np.percentile(last, 99) < np.percentile(first, 99) * 1.25 + 50, "frame age trends upward"
+    assert np.median(last) < np.median(first) * 1.25 + 30
+
+
+def test_four_cameras_one_dead_batches_flow_at_the_live_rate(tmp_path, model_path):
+    cfg = tmp_path / "four.yaml"
+    live = "\n".join(f"""  - id: cam{i}
+    source: {{type: synthetic, live: true, fps: 3, width: 640, height: 360}}
+    model: yolo""" for i in range(3))
+    cfg.write_text(f"""
+cameras:
+{live}
+  - id: dead
+    source: {{type: rtsp, url: "rtsp://127.0.0.1:{free_port()}/cam", open_timeout_s: 1}}
+    model: yolo
+models:
+  - {{id: yolo, path: {model_path}, batch: 4, max_wait_ms: 60}}
+sinks:
+  - {{type: jsonl, path: out/four.jsonl}}
+""")
+    graph = build_graph(load_config(cfg))
+    run = Running(graph)
+    time.sleep(12)
+    m = graph.ctx.metrics
+    now = time.monotonic()
+    rates = {f"cam{i}": m.camera(f"cam{i}").out_rate.rate(now) for i in range(3)}
+    dead = m.camera("dead")
+    assert dead.state in (CameraState.RECONNECTING, CameraState.STARTING) and dead.reconnects >= 2
+    summary = run.finish()
+    for cid, rate in rates.items():
+        assert rate >= 2.4, f"{cid} output {rate:.2f} fps, its camera gives 3"
+    cams = {c.camera_id: c for c in summary.cameras}
+    for i in range(3):
+        c = cams[f"cam{i}"]
+        assert c.age_p99_ms < 1000, f"cam{i} frames waited: p99 {c.age_p99_ms:.0f} ms"
+        assert c.frames_out >= c.frames_in - 3
+    assert cams["dead"].frames_in == 0
+    inference = next(s for s in summary.stages if s.name == "inference[yolo]")
+    assert inference.items > 80
+
+
+def test_cameras_added_and_removed_at_run_time_over_http(tmp_path, model_path):
+    port = free_port()
+    cfg = tmp_path / "site.yaml"
+
+    def write(ids: list[str]) -> None:
+        cams = "\n".join(f"""  - id: {cid}
+    source: {{type: synthetic, live: true, fps: 4, width: 320, height: 240}}
+    model: yolo""" for cid in ids)
+        cfg.write_text(f"""
+cameras:
+{cams}
+models:
+  - {{id: yolo, path: {model_path}}}
+sinks:
+  - {{type: jsonl, path: out/site.jsonl}}
+metrics: {{port: {port}}}
+""")
+
+    write(["gate"])
+    loaded = load_config(cfg)
+    graph = build_graph(loaded)
+    assert graph.reloadable
+    run = Running(graph, metrics_port=port, reloader=Reloader(graph, lambda: load_config(cfg)))
+    base = f"http://127.0.0.1:{port}"
+    assert wait_for(lambda: get_json(f"{base}/healthz").get("cameras", {}).get("gate", {}).get("state") == "streaming", 15)
+    # add one
+    write(["gate", "yard"])
+    reply = json.loads(urllib.request.urlopen(urllib.request.Request(f"{base}/reload", method="POST"), timeout=30).read())
+    assert reply == {"ok": True, "added": ["yard"], "removed": [], "restarted": [], "not_applied": []}
+    assert wait_for(lambda: get_json(f"{base}/healthz").get("cameras", {}).get("yard", {}).get("fps_out", 0) > 1, 15)
+    gate_before = graph.ctx.metrics.camera("gate").frames_out
+    # remove the first: the other goes on
+    write(["yard"])
+    reply = json.loads(urllib.request.urlopen(urllib.request.Request(f"{base}/reload", method="POST"), timeout=30).read())
+    assert reply["removed"] == ["gate"]
+    health = get_json(f"{base}/healthz")
+    assert health["cameras"]["gate"]["state"] == "ended"
+    yard_then = graph.ctx.metrics.camera("yard").frames_out
+    time.sleep(2)
+    assert graph.ctx.metrics.camera("yard").frames_out > yard_then + 4
+    # a broken config changes nothing and says why
+    cfg.write_text(cfg.read_text().replace("fps: 4", "fsp: 4"))
+    try:
+        urllib.request.urlopen(urllib.request.Request(f"{base}/reload", method="POST"), timeout=30)
+        raise AssertionError("an invalid config was accepted")
+    except urllib.error.HTTPError as exc:
+        body = json.loads(exc.read())
+        assert exc.code == 400 and "unknown key (did you mean 'fps'?)" in body["errors"][0]
+    metrics_text = urllib.request.urlopen(f"{base}/metrics", timeout=5).read().decode()
+    families = {f.name: f for f in text_string_to_metric_families(metrics_text)}
+    up = {s.labels["camera"]: s.value for s in families["vigil_camera_up"].samples}
+    assert up == {"gate": 0.0, "yard": 1.0}
+    summary = run.finish()
+    records = read_jsonl(tmp_path / "out" / "site.jsonl")
+    gate_seqs = [r["seq"] for r in records if r["camera"] == "gate"]
+    assert gate_seqs == sorted(gate_seqs) and len(gate_seqs) >= gate_before
+    assert {c.camera_id for c in summary.cameras} == {"gate", "yard"}
+
+
+def test_live_camera_config_errors_name_the_line_and_mask_credentials(tmp_path, model_path):
+    cfg = tmp_path / "bad.yaml"
+    body = f"""
+cameras:
+  - id: door
+    source: {{type: rtsp, url: "URL"}}
+    model: yolo
+    queue: {{policy: block}}
+models:
+  - {{id: yolo, path: {model_path}}}
+"""
+    cfg.write_text(body.replace("URL", "rtsp://admin:hunter2@127.0.0.1:1/cam"))
+    with pytest.raises(ConfigError) as err:
+        load_config(cfg)
+    assert "bad.yaml:6: cameras[0].queue.policy: camera 'door' is live: its queue must be drop_oldest" in str(err.value)
+    cfg.write_text(body.replace("URL", "http://admin:hunter2@127.0.0.1:1/cam"))
+    with pytest.raises(ConfigError) as err:
+        load_config(cfg)
+    text = str(err.value)
+    assert "bad.yaml:4: cameras[0].source.url: expected an rtsp:// or rtsps:// URL" in text
+    assert "hunter2" not in text and "got 'http://***:***@127.0.0.1:1/cam'" in text
+
+
+def test_detect_on_an_rtsp_url_serves_health_and_metrics(tmp_path, model_path, rtsp):
+    port = free_port()
+    out = tmp_path / "det.jsonl"
+    proc = subprocess.Popen([sys.executable, str(REPO / "run.py"), "detect", rtsp.url, "--model", str(model_path),
+                             "--jsonl", str(out), "--max-frame-age-ms", "900", "--metrics-port", str(port),
+                             "--no-progress"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+
+        def streaming() -> bool:
+            try:
+                return get_json(f"{base}/healthz")["cameras"]["cam0"]["fps_out"] > 2
+            except (OSError, KeyError):
+                return False
+
+        assert wait_for(streaming, 30), proc.stderr.read() if proc.poll() is not None else "not streaming"
+        time.sleep(6)  # rates are over the last 5 s: past the burst FFmpeg delivers after probing the stream
+        health = get_json(f"{base}/healthz")["cameras"]["cam0"]
+        assert set(health) >= {"state", "fps_in", "fps_out", "drops", "reconnects", "last_frame_age_ms"}
+        assert health["state"] == "streaming" and 15 < health["fps_in"] < 35 and health["reconnects"] == 0
+        assert health["last_frame_age_ms"] < 1000
+        text = urllib.request.urlopen(f"{base}/metrics", timeout=5).read().decode()
+        assert 'vigil_camera_state{camera="cam0",state="streaming"} 1.0' in text
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    records = read_jsonl(out)
+    assert len(records) > 20 and all(r["age_ms"] < 900 for r in records)
+
+
+def test_sighup_reloads_the_config_of_a_running_process(tmp_path, model_path):
+    port = free_port()
+    cfg = tmp_path / "hup.yaml"
+    body = f"""
+models:
+  - {{id: yolo, path: {model_path}}}
+sinks:
+  - {{type: jsonl, path: out/hup.jsonl}}
+metrics: {{port: {port}}}
+cameras:
+  - id: one
+    source: {{type: synthetic, live: true, fps: 3, width: 320, height: 240}}
+    model: yolo
+"""
+    cfg.write_text(body)
+    proc = subprocess.Popen([sys.executable, str(REPO / "run.py"), "run", str(cfg), "--no-progress"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ})
+    base = f"http://127.0.0.1:{port}"
+
+    def state(cid: str) -> str | None:
+        return get_json(f"{base}/healthz").get("cameras", {}).get(cid, {}).get("state")
+
+    try:
+        assert wait_for(lambda: state("one") == "streaming", 30)
+        cfg.write_text(body + """  - id: two
+    source: {type: synthetic, live: true, fps: 3, width: 320, height: 240}
+    model: yolo
+""")
+        proc.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: state("two") == "streaming", 15)
+        assert state("one") == "streaming"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "camera two added" in err
+    cams = {r["camera"] for r in read_jsonl(tmp_path / "out" / "hup.jsonl")}
+    assert cams == {"one", "two"}
