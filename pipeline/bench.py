@@ -162,3 +162,93 @@ def format_bench(r: BenchResult) -> str:
     lines += ["", "pipeline run:", format_summary(r.pipeline), "",
               f"pipeline_fps={r.pipeline_fps:.2f} raw_fps={r.raw_fps:.2f} ratio={r.ratio:.3f}"]
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------------
+# N live cameras into one model
+
+
+@dataclass(frozen=True, slots=True)
+class LiveBenchRow:
+    cameras: int
+    batch: int
+    seconds: float
+    camera_fps: float  # each camera's paced rate
+    raw_fps: float  # backend alone at this batch (mean of the runs before and after)
+    total_fps: float  # frames out of the graph per second, all cameras
+    age_p50_ms: float  # over all cameras' output frames
+    age_p99_ms: float
+    drops: dict[str, dict[str, int]]  # camera -> reason -> count
+    frames_in: int
+    frames_out: int
+
+    @property
+    def ratio(self) -> float:
+        return self.total_fps / self.raw_fps
+
+    @property
+    def offered_fps(self) -> float:
+        return self.cameras * self.camera_fps
+
+
+def run_live_bench(model_path: Path, video: Path, counts: list[int], *, seconds: float = 20.0,
+                   batch: int | None = None, fps: float | None = None, threads: int | None = None,
+                   max_frame_age_ms: float | None = None, gil_switch_ms: float = 0.2) -> list[LiveBenchRow]:
+    """For each N in `counts`: N cameras, each the video paced at its native rate (or `fps`) and
+    looped, as live cameras (drop_oldest, frame-age bound) into one model with cross-camera
+    batching (batch N unless given), for `seconds`; the raw backend at the same batch before and
+    after. Frame age is capture → postprocess output."""
+    import numpy as np
+
+    rows = []
+    for n in counts:
+        b = batch or n
+        camera: dict = {"source": {"type": "file", "path": str(video), "realtime": True, "loop": True}, "model": "model"}
+        if fps is not None:
+            camera["source"]["fps"] = fps
+        if max_frame_age_ms is not None:
+            camera["max_frame_age_ms"] = max_frame_age_ms
+        data = {
+            "cameras": [{**camera, "id": f"cam{i}"} for i in range(n)],
+            "models": [{"id": "model", "path": str(model_path), "batch": b, "threads": threads, "max_wait_ms": 20}],
+            "sinks": [],
+        }
+        loaded = config_from_data(data, origin="error", base_dir=Path.cwd(), key_names={
+            ("models", 0, "batch"): "--batch", ("models", 0, "threads"): "--threads", ("models", 0, "path"): "--model"})
+        models = load_models(loaded)
+        model = models["model"]
+        raw_before = _raw_fps(model, video, max(2 * b, 24))
+        graph = build_graph(loaded, models, reloadable=False)
+        timer = threading.Timer(seconds, graph.runner.drain)
+        timer.start()
+        try:
+            summary = execute(graph, handle_signals=False, close_backends=False, gil_switch_interval_s=gil_switch_ms / 1000.0)
+        finally:
+            timer.cancel()
+        raw_after = _raw_fps(model, video, max(2 * b, 24))
+        model.backend.close()
+        ages = np.concatenate([c.output_ages._values[: min(c.output_ages.count, c.output_ages._values.shape[0])]  # noqa: SLF001
+                               for c in graph.ctx.metrics.cameras()])
+        p50, p99 = (float(v) for v in np.percentile(ages, [50, 99])) if ages.size else (float("nan"),) * 2
+        cam_fps = next(iter(graph.ctx.metrics.cameras())).source_fps or 0.0
+        rows.append(LiveBenchRow(
+            cameras=n, batch=b, seconds=summary.seconds, camera_fps=cam_fps, raw_fps=(raw_before + raw_after) / 2,
+            total_fps=summary.frames_out / summary.seconds, age_p50_ms=p50, age_p99_ms=p99,
+            drops={c.camera_id: c.drops for c in summary.cameras},
+            frames_in=sum(c.frames_in for c in summary.cameras), frames_out=summary.frames_out))
+    return rows
+
+
+def format_live_bench(model: Path, video: Path, rows: list[LiveBenchRow]) -> str:
+    lines = [f"model {model.name}, {video.name} as N live cameras (paced, looped, drop_oldest), one model",
+             "",
+             f"{'N':>3}{'batch':>6}{'offered':>9}{'raw':>8}{'out':>8}{'out/raw':>9}{'age p50':>10}{'age p99':>10}"
+             f"{'in':>7}{'out':>7}  drops per camera (reason: count)"]
+    for r in rows:
+        drops = "; ".join(f"{cid} " + ",".join(f"{k}:{v}" for k, v in sorted(d.items())) for cid, d in r.drops.items() if d)
+        lines.append(f"{r.cameras:>3}{r.batch:>6}{r.offered_fps:>9.1f}{r.raw_fps:>8.2f}{r.total_fps:>8.2f}{r.ratio:>9.3f}"
+                     f"{r.age_p50_ms:>8.0f}ms{r.age_p99_ms:>8.0f}ms{r.frames_in:>7}{r.frames_out:>7}  {drops or '-'}")
+    lines += ["", "offered: frames/s the cameras deliver; raw: backend alone at that batch on pre-made tensors; "
+                  "out: frames/s out of the graph (all cameras); age: capture → postprocess output"]
+    lines += [" ".join(f"N={r.cameras}:out/raw={r.ratio:.3f},p99={r.age_p99_ms:.0f}ms" for r in rows)]
+    return "\n".join(lines)

@@ -112,12 +112,17 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--model", type=Path, default=None, help=f"ONNX model (default {default_model()})")
     bench.add_argument("--video", type=Path, required=True)
     bench.add_argument("--frames", type=int, default=0, help="frames to run (default: the whole video)")
-    bench.add_argument("--batch", type=int, default=1)
+    bench.add_argument("--batch", type=int, default=None, help="default 1; with --live, N (one frame per camera)")
     bench.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: all cores)")
     bench.add_argument("--gil-switch-ms", type=float, default=0.2,
                        help="Python GIL switch interval during pipeline runs (default 0.2; Python's own is 5)")
     bench.add_argument("--rounds", type=int, default=2, help="pipeline runs, each bracketed by raw runs (default 2)")
     bench.add_argument("--no-sequential", action="store_true", help="skip the naive sequential-loop baseline")
+    bench.add_argument("--live", default=None, metavar="N[,N...]",
+                       help="instead: N live cameras (the video paced and looped) into one model, e.g. 1,2,4,8")
+    bench.add_argument("--seconds", type=float, default=20.0, help="--live: seconds per N (default 20)")
+    bench.add_argument("--fps", type=float, default=None, help="--live: each camera's rate (default: the video's)")
+    bench.add_argument("--max-frame-age-ms", type=float, default=None, help="--live: frame-age bound (default 2000)")
     bench.set_defaults(func=cmd_bench)
     listen = sub.add_parser("listen", help="subscribe to a ZeroMQ event endpoint and print each event as a JSON line")
     listen.add_argument("endpoint", help="e.g. tcp://127.0.0.1:5560 (the zmq sink's endpoint)")
@@ -288,7 +293,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise ConfigError([_arg_issue("--rounds", f"must be at least 1, got {args.rounds}")])
     if not args.video.is_file():
         raise ConfigError([_arg_issue("--video", f"video file not found: {args.video}")])
-    result = run_bench(args.model or default_model(), args.video, frames=args.frames, batch=args.batch,
+    if args.live:
+        from pipeline.bench import format_live_bench, run_live_bench
+
+        try:
+            counts = [int(n) for n in args.live.split(",")]
+        except ValueError:
+            counts = []
+        if not counts or min(counts) < 1:
+            raise ConfigError([_arg_issue("--live", f"expected camera counts such as 1,2,4,8, got {args.live!r}")])
+        rows = run_live_bench(args.model or default_model(), args.video, counts, seconds=args.seconds,
+                              batch=args.batch, fps=args.fps, threads=args.threads,
+                              max_frame_age_ms=args.max_frame_age_ms, gil_switch_ms=args.gil_switch_ms)
+        print(format_live_bench(args.model or default_model(), args.video, rows))
+        return 0
+    result = run_bench(args.model or default_model(), args.video, frames=args.frames, batch=args.batch or 1,
                        threads=args.threads, rounds=args.rounds, sequential=not args.no_sequential,
                        gil_switch_ms=args.gil_switch_ms)
     print(format_bench(result))

@@ -471,6 +471,10 @@ class _Builder:
                     self.issues.append(ConfigIssue(self.file, line, format_path(path) or "config",
                                                    f"keys must be names, got {key_node.value!r}"))
                     continue
+                if not path and isinstance(key, str) and key.startswith("x-"):
+                    # Top-level `x-...` keys hold shared YAML anchors (as in docker-compose), e.g.
+                    # `x-live: &live {...}` merged into each camera with `<<: *live`.
+                    continue
                 if key in out:
                     first = self.lines.get((*path, key), line)
                     self.issues.append(

@@ -37,7 +37,7 @@ from pipeline.config import (
     ZmqSinkConfig,
     check_files,
 )
-from pipeline.inference import InferenceStage
+from pipeline.inference import InferenceClock, InferenceStage
 from pipeline.postprocess.stage import PostprocessStage
 from pipeline.postprocess.yolo import DecodeParams, LayoutError, YoloDecoder
 from pipeline.preprocess import PreprocessStage, SlotRing
@@ -184,6 +184,7 @@ class _ModelLane:
     fanin: FanIn
     preprocess: PreprocessStage
     to_post: BoundedQueue
+    clock: InferenceClock
     post_routes: dict[str, list[BoundedQueue]]  # camera -> analytics queue, or its frame sinks' queues
     max_age_s: dict[str, float]  # camera -> max_frame_age_ms / 1000 (cameras with a bound)
     camera_sets: list[CameraSet]  # preprocess, inference, postprocess
@@ -233,6 +234,8 @@ class Graph:
         self._evidence: EvidenceStage | None = None
         self._evidence_q: BoundedQueue | None = None
         self._lock = threading.Lock()  # one add/remove/apply at a time
+        self._capturing: set[str] = set()  # cameras whose capture has not ended
+        self._capturing_lock = threading.Lock()
         self.runner = self._build(extra_stages)
 
     @property
@@ -288,7 +291,7 @@ class Graph:
             ring = lane.preprocess.ring
             stages.append(lane.preprocess)
             stages.append(InferenceStage(mid, lane.model.backend, ring, lane.preprocess.out, lane.to_post,
-                                         lane.camera_sets[1]))
+                                         lane.camera_sets[1], lane.clock))
             stages.append(PostprocessStage(mid, lane.to_post, ring, lane.model.decoder, info.outputs[0].name,
                                            info.class_names, lane.post_routes, lane.camera_sets[2], lane.max_age_s))
         for index, lane in enumerate(self._sinks):
@@ -310,16 +313,17 @@ class Graph:
         sealed = self.ctx.sealed
         sets = [CameraSet((), sealed) for _ in range(3)]
         max_age: dict[str, float] = {}
-        # For live cameras the batch being filled is the *next* one only: frames are picked up when
-        # inference is about to need them, not one or two batches early, so they are fresh.
+        # For live cameras the batch being filled is the *next* one only, filled just in time (see
+        # PreprocessStage): frames are picked up when inference is about to need them.
         to_inference = BoundedQueue(f"preprocess>inference[{model_id}]", 1 if live or self.reloadable else cfg.pipeline.slots,
                                     QueuePolicy.BLOCK)
         to_post = BoundedQueue(f"inference>postprocess[{model_id}]", cfg.pipeline.slots, QueuePolicy.BLOCK)
         fanin: FanIn = FanIn([], condition=cond)
+        clock = InferenceClock()
         pre = PreprocessStage(model_id, fanin, to_inference, ring, info.input.name, model.batch,
                               model.config.max_wait_ms / 1000.0, sets[0], max_age_s=max_age,
-                              fresh=live or self.reloadable)
-        return _ModelLane(model, cond, fanin, pre, to_post, {}, max_age, sets)
+                              clock=clock if live or self.reloadable else None)
+        return _ModelLane(model, cond, fanin, pre, to_post, clock, {}, max_age, sets)
 
     def _wire_camera(self, cam: CameraConfig) -> list[Stage]:
         """Creates a camera's stages and queues and joins it to its model's and sinks' camera sets.
@@ -374,16 +378,27 @@ class Graph:
             capture = CaptureStage(cam.id, make_source(cam.source, cam.id), q)
         lane.fanin.add(q)
         new.insert(0, capture)
+        capture.on_end = self._capture_ended
         self._cameras[cam.id] = _CameraParts(cam, capture, analytics)
+        self._capturing.add(cam.id)
         return new
+
+    def _capture_ended(self, camera_id: str, removed: bool) -> None:
+        """A camera's capture has sent its end of stream. When the last camera ends by itself
+        (its file ended, or it failed for good) rather than by removal, no reload is waiting to
+        replace it: the graph is sealed so that it finishes, as a graph of files does."""
+        with self._capturing_lock:
+            self._capturing.discard(camera_id)
+            if not removed and not self._capturing:
+                self.ctx.sealed.set()
 
     # ---------------------------------------------------------------------------------- run time
 
     def add_camera(self, cam: CameraConfig) -> None:
         """Adds a camera to the running graph; it joins its model's batches with its first frame."""
         with self._lock:
-            if self.ctx.drain.is_set():
-                raise RuntimeError(f"cannot add camera {cam.id!r}: the graph is draining")
+            if self.ctx.drain.is_set() or self.ctx.sealed.is_set():
+                raise RuntimeError(f"cannot add camera {cam.id!r}: the graph is finishing")
             if cam.id in self._cameras:
                 raise ValueError(f"camera {cam.id!r} is already running")
             if cam.model not in self._lanes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from pipeline.backends.base import Backend
 from pipeline.frames import EndOfStream
@@ -11,15 +12,35 @@ from pipeline.queues import BoundedQueue
 from pipeline.stage import CameraSet, Stage, StageContext, consume
 
 
+@dataclass(slots=True)
+class InferenceClock:
+    """When the running batch started and how long batches take (moving average), shared with the
+    model's preprocess stage so that for live cameras it fills the next batch just before the
+    running one ends, with the newest frames. Written by the inference thread only."""
+
+    started: float | None = None  # monotonic start of the batch running now; None when idle
+    mean_s: float | None = None  # moving average of one batch's inference time
+
+    def begin(self, now: float) -> None:
+        self.started = now
+
+    def end(self, now: float) -> None:
+        if self.started is not None:
+            took = now - self.started
+            self.mean_s = took if self.mean_s is None else 0.8 * self.mean_s + 0.2 * took
+        self.started = None
+
+
 class InferenceStage(Stage):
     def __init__(self, model_id: str, backend: Backend, ring: SlotRing, inp: BoundedQueue, out: BoundedQueue,
-                 cameras: CameraSet | list[str]) -> None:
+                 cameras: CameraSet | list[str], clock: InferenceClock | None = None) -> None:
         super().__init__(f"inference[{model_id}]")
         self.backend = backend
         self.ring = ring
         self.inp = inp
         self.out = out
         self.cameras = cameras if isinstance(cameras, CameraSet) else CameraSet(cameras)
+        self.clock = clock if clock is not None else InferenceClock()
 
     def run(self, ctx: StageContext) -> None:
         stats = ctx.metrics.stage(self.name)
@@ -31,8 +52,10 @@ class InferenceStage(Stage):
             for frame in item.frames:
                 stats.ages.add((now - frame.capture_mono) * 1000.0)
             t0 = time.perf_counter()
+            self.clock.begin(now)
             try:
                 self.backend.infer(item.slot, len(item))
+                self.clock.end(time.monotonic())
                 stats.add_work(time.perf_counter() - t0, len(item))
                 self.out.put(item, ctx.stop)
             except BaseException:

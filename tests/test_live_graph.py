@@ -305,3 +305,17 @@ cameras:
     assert "camera two added" in err
     cams = {r["camera"] for r in read_jsonl(tmp_path / "out" / "hup.jsonl")}
     assert cams == {"one", "two"}
+
+
+def test_detect_realtime_file_is_live_and_ends_with_the_file(tmp_path, model_path, media):
+    from conftest import run_cli
+
+    out = tmp_path / "rt.jsonl"
+    done = run_cli("detect", str(media / "people_small.mp4"), "--model", str(model_path), "--jsonl", str(out),
+                   "--realtime", "--max-frame-age-ms", "1500", "--no-progress", timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "camera cam0: starting -> streaming" in done.stderr and "streaming -> ended (end of stream)" in done.stderr
+    records = read_jsonl(out)
+    assert records and all(r["age_ms"] < 1500 for r in records)
+    seqs = [r["seq"] for r in records]
+    assert seqs == sorted(seqs) and seqs[-1] <= 49

@@ -94,3 +94,37 @@ def test_fan_in_rejects_queues_with_their_own_condition():
 def test_maxsize_must_be_positive():
     with pytest.raises(ValueError, match="maxsize must be >= 1, got 0"):
         BoundedQueue("q", 0, QueuePolicy.BLOCK)
+
+
+def test_fanin_takes_queues_added_while_it_runs_and_forgets_ended_ones():
+    import threading as _threading
+
+    from pipeline.frames import EndOfStream as _EOS
+
+    cond = _threading.Condition()
+    fan = FanIn([], condition=cond)
+    stop = _threading.Event()
+    a = BoundedQueue("a", 4, QueuePolicy.DROP_OLDEST, condition=cond)
+    fan.add(a)
+    a.put("a1", stop)
+    assert fan.get(0.1) == "a1"
+    b = BoundedQueue("b", 4, QueuePolicy.DROP_OLDEST, condition=cond)
+    fan.add(b)
+    a.put(_EOS("a"), stop)
+    b.put("b1", stop)
+    got = {fan.get(0.1), fan.get(0.1)}
+    assert "b1" in got and _EOS("a") in got
+    assert fan.queues == [b]
+
+
+def test_wait_for_room_times_out_on_a_full_queue():
+    import threading as _threading
+    import time as _time
+
+    q = BoundedQueue("q", 1, QueuePolicy.BLOCK)
+    q.put(1, _threading.Event())
+    t0 = _time.monotonic()
+    assert not q.wait_for_room(0.1)
+    assert _time.monotonic() - t0 >= 0.09
+    q.get(0.1)
+    assert q.wait_for_room(0.0)

@@ -102,6 +102,12 @@ class VideoSink(Sink):
     def _open_camera(self, result: FrameResult) -> _CameraWriter:
         frame = result.frame
         path = self.path_for(frame.camera_id)
+        # A camera removed and added again in this run (config reload) gets a new file instead of
+        # overwriting the video it already wrote: cam.mp4, cam-2.mp4, ...
+        part = 2
+        while path in self.paths:
+            path = self.path_for(frame.camera_id).with_stem(f"{self.path_for(frame.camera_id).stem}-{part}")
+            part += 1
         path.parent.mkdir(parents=True, exist_ok=True)
         fps = self.fps or self.source_fps(frame.camera_id) or 25.0
         writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*self.codec), fps, (frame.width, frame.height))

@@ -10,6 +10,7 @@ import logging
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -78,6 +79,7 @@ class CaptureStage(Stage):
         self.realtime = realtime
         self.fps = fps
         self.removed = threading.Event()  # set to take the camera out of a running graph
+        self.on_end: Callable[[str, bool], None] | None = None  # (camera id, removed) once its sentinel is out
 
     def run(self, ctx: StageContext) -> None:
         cam = ctx.metrics.camera(self.camera_id)
@@ -124,6 +126,8 @@ class CaptureStage(Stage):
         how = "stopped" if ctx.drain.is_set() or self.removed.is_set() else "end of stream"
         cam.set_state(CameraState.ENDED, f"{how} after {seq} frames")
         self.out.put(EndOfStream(self.camera_id), ctx.stop)
+        if self.on_end is not None:
+            self.on_end(self.camera_id, self.removed.is_set())
 
 
 def _sleep_until(deadline: float, ctx: StageContext) -> bool:

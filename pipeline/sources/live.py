@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 
 from pipeline.frames import EndOfStream, Frame
-from pipeline.metrics import CameraMetrics, CameraState
+from pipeline.metrics import CameraMetrics, CameraState, StageMetrics
 from pipeline.queues import POLL_S, BoundedQueue
 from pipeline.sources.base import Source, SourceError, SourceInfo
 from pipeline.stage import Stage, StageContext
@@ -84,7 +84,7 @@ class Backoff:
 class _Reader:
     """One connection: opens `source` and reads until abandoned, ended or failed (its own thread)."""
 
-    def __init__(self, source: Source, on_frame: Callable[[Frame], bool], make_frame: Callable[..., Frame],
+    def __init__(self, source: Source, on_frame: Callable[[Frame, float], None], make_frame: Callable[..., Frame],
                  pace_fps: float | None, camera_id: str) -> None:
         self.source = source
         self._on_frame = on_frame
@@ -129,17 +129,19 @@ class _Reader:
                     if wait > 0 and self.abandoned.wait(wait):
                         return
                     due = max(due + period, time.monotonic() - period)
+                t0 = time.perf_counter()
                 got = self.source.read()
                 if got is None:
                     self.ended = True
                     return
+                read_s = time.perf_counter() - t0
                 now = time.monotonic()
                 self._track_freeze(got.image, got.stream_ms, now)
                 if self.abandoned.is_set():
                     return  # the supervisor has moved on: this frame is not ours to hand out
                 self.frames += 1
                 self.last_frame_mono = now
-                self._on_frame(self._make_frame(got, now))
+                self._on_frame(self._make_frame(got, now), read_s)
         except SourceError as exc:
             self.error = str(exc)
         except Exception as exc:  # noqa: BLE001 - a decoder error must become a reconnect, not a dead camera
@@ -175,6 +177,7 @@ class LiveCaptureStage(Stage):
         self.out = out
         self.settings = settings
         self.removed = threading.Event()  # set to take the camera out of a running graph
+        self.on_end: Callable[[str, bool], None] | None = None  # (camera id, removed) once its sentinel is out
         self._backoff = Backoff(settings.initial_delay_s, settings.max_delay_s, settings.jitter, rng)
         self._seq = itertools.count()
         self._started_mono = time.monotonic()
@@ -188,10 +191,8 @@ class LiveCaptureStage(Stage):
         reason = "stopped"
         try:
             while not self._leaving(ctx):
-                t0 = time.perf_counter()
-                reader = _Reader(self.make_source(), lambda frame: self._emit(frame, cam, ctx), self._frame,
-                                 self.settings.pace_fps, self.camera_id)
-                stats.add_work(time.perf_counter() - t0, 0)
+                reader = _Reader(self.make_source(), lambda frame, read_s: self._emit(frame, read_s, cam, stats, ctx),
+                                 self._frame, self.settings.pace_fps, self.camera_id)
                 outcome, detail = self._supervise(reader, cam, ctx)
                 reader.abandon()
                 if outcome == "leaving":
@@ -216,6 +217,8 @@ class LiveCaptureStage(Stage):
         finally:
             cam.set_state(final, reason)
         self.out.put(EndOfStream(self.camera_id), ctx.stop)
+        if self.on_end is not None:
+            self.on_end(self.camera_id, self.removed.is_set())
 
     def _leaving(self, ctx: StageContext) -> bool:
         return ctx.drain.is_set() or self.removed.is_set()
@@ -232,10 +235,11 @@ class LiveCaptureStage(Stage):
         return Frame(camera_id=self.camera_id, seq=next(self._seq), image=got.image, capture_mono=now_mono,
                      capture_wall=time.time(), source_name=got.name, pts=now_mono - self._started_mono)
 
-    def _emit(self, frame: Frame, cam: CameraMetrics, ctx: StageContext) -> bool:
+    def _emit(self, frame: Frame, read_s: float, cam: CameraMetrics, stats: StageMetrics, ctx: StageContext) -> None:
+        """Called in the reader thread for each frame (one reader is active at a time)."""
         cam.record_in(frame.capture_mono)
+        stats.add_work(read_s, 1)
         self.out.put(frame, ctx.stop)  # drop_oldest: never waits
-        return True
 
     def _supervise(self, reader: _Reader, cam: CameraMetrics, ctx: StageContext) -> tuple[str, str]:
         """Watches one connection until it ends, fails, stalls or freezes, or the camera leaves.
