@@ -307,7 +307,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                               max_frame_age_ms=args.max_frame_age_ms, gil_switch_ms=args.gil_switch_ms)
         print(format_live_bench(args.model or default_model(), args.video, rows))
         return 0
-    result = run_bench(args.model or default_model(), args.video, frames=args.frames, batch=args.batch or 1,
+    result = run_bench(args.model or default_model(), args.video, frames=args.frames, batch=1 if args.batch is None else args.batch,
                        threads=args.threads, rounds=args.rounds, sequential=not args.no_sequential,
                        gil_switch_ms=args.gil_switch_ms)
     print(format_bench(result))

@@ -77,9 +77,10 @@ class EvidenceStage(Stage):
             for item in consume(self.inp, self.cameras, ctx):
                 t0 = time.perf_counter()
                 if isinstance(item, EndOfStream):
-                    for clip in self._pending[item.camera_id]:
+                    for clip in self._pending.pop(item.camera_id, []):
                         self._finish_clip(clip, ctx)  # the stream ended early: a shorter clip
-                    self._pending[item.camera_id].clear()
+                    # A camera added again later starts a new stream (its pts restart at 0).
+                    self._ring.pop(item.camera_id, None)
                     for q in self.event_routes[item.camera_id]:
                         q.put(item, ctx.stop)
                 elif isinstance(item, Event):

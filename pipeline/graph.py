@@ -8,11 +8,12 @@ stage with its own queue; postprocess routes each camera's results to the sinks 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from pathlib import Path
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from pipeline.backends.base import Backend, ModelLoadError, create_backend
@@ -223,8 +224,6 @@ class Graph:
         self.models = models
         self._ctx = StageContext()
         self.reloadable = reloadable
-        if not reloadable:
-            self.ctx.sealed.set()
         self.sinks: list[Sink] = []
         self._sinks: list[_SinkLane] = []
         self._lanes: dict[str, _ModelLane] = {}
@@ -236,7 +235,11 @@ class Graph:
         self._lock = threading.Lock()  # one add/remove/apply at a time
         self._capturing: set[str] = set()  # cameras whose capture has not ended
         self._capturing_lock = threading.Lock()
+        self._applying = False  # a reload is swapping cameras
+        self._ended_by_itself = False  # some camera's capture ended on its own (file end, failed)
         self.runner = self._build(extra_stages)
+        if not reloadable:
+            self.ctx.sealed.set()  # after building: camera sets refuse new members once sealed
 
     @property
     def ctx(self) -> StageContext:
@@ -331,7 +334,15 @@ class Graph:
         cfg = self.loaded.config
         metrics = self.ctx.metrics
         lane = self._lanes[cam.model]
-        metrics.camera(cam.id)
+        # Join the model's stages first: a set refuses once its stage has finished (the graph is
+        # ending), and then nothing of the camera is wired.
+        with self._capturing_lock:
+            if self.ctx.sealed.is_set() and self.runner_started:
+                raise RuntimeError(f"cannot add camera {cam.id!r}: the graph is finishing")
+            if not all([camera_set.add(cam.id) for camera_set in lane.camera_sets]):
+                raise RuntimeError(f"cannot add camera {cam.id!r}: the graph is finishing")
+            self._capturing.add(cam.id)
+        metrics.camera(cam.id).reset_for_restart()
         routes = self._routes[cam.id] = []
         event_routes = self._event_routes[cam.id] = []
         for sink_lane in self._sinks:
@@ -361,8 +372,6 @@ class Graph:
             lane.max_age_s[cam.id] = cam.max_frame_age_s
         else:
             lane.max_age_s.pop(cam.id, None)
-        for camera_set in lane.camera_sets:
-            camera_set.add(cam.id)
         q = BoundedQueue(f"{cam.id}>preprocess", cam.queue_size, QueuePolicy(cam.policy), condition=lane.condition,
                          on_drop=lambda frame: metrics.count_drop(frame.camera_id, "queue_full"))
         capture: CaptureStage | LiveCaptureStage
@@ -380,8 +389,11 @@ class Graph:
         new.insert(0, capture)
         capture.on_end = self._capture_ended
         self._cameras[cam.id] = _CameraParts(cam, capture, analytics)
-        self._capturing.add(cam.id)
         return new
+
+    @property
+    def runner_started(self) -> bool:
+        return getattr(self, "runner", None) is not None and self.runner.started
 
     def _capture_ended(self, camera_id: str, removed: bool) -> None:
         """A camera's capture has sent its end of stream. When the last camera ends by itself
@@ -389,73 +401,105 @@ class Graph:
         replace it: the graph is sealed so that it finishes, as a graph of files does."""
         with self._capturing_lock:
             self._capturing.discard(camera_id)
-            if not removed and not self._capturing:
-                self.ctx.sealed.set()
+            if not removed:
+                self._ended_by_itself = True
+                if not self._capturing and not self._applying:
+                    self.ctx.sealed.set()
 
     # ---------------------------------------------------------------------------------- run time
 
     def add_camera(self, cam: CameraConfig) -> None:
         """Adds a camera to the running graph; it joins its model's batches with its first frame."""
-        with self._lock:
-            if self.ctx.drain.is_set() or self.ctx.sealed.is_set():
-                raise RuntimeError(f"cannot add camera {cam.id!r}: the graph is finishing")
-            if cam.id in self._cameras:
-                raise ValueError(f"camera {cam.id!r} is already running")
-            if cam.model not in self._lanes:
-                raise ValueError(f"camera {cam.id!r}: model {cam.model!r} is not loaded in this run (models: "
-                                 f"{sorted(self._lanes)}); adding a model needs a restart")
-            for stage in self._wire_camera(cam):
-                self.runner.add_stage(stage)
-            log.info("camera %s added (%s)", cam.id, type(cam.source).__name__.removesuffix("SourceConfig").lower())
+        with self._locked("add a camera"):
+            self._add_camera(cam)
+
+    def _add_camera(self, cam: CameraConfig) -> None:
+        if cam.id in self._cameras:
+            raise ValueError(f"camera {cam.id!r} is already running")
+        if cam.model not in self._lanes:
+            raise ValueError(f"camera {cam.id!r}: model {cam.model!r} is not loaded in this run (models: "
+                             f"{sorted(self._lanes)}); adding a model needs a restart")
+        for stage in self._wire_camera(cam):
+            self.runner.add_stage(stage)
+        log.info("camera %s added (%s)", cam.id, type(cam.source).__name__.removesuffix("SourceConfig").lower())
 
     def remove_camera(self, camera_id: str, timeout_s: float = 30.0) -> None:
         """Stops a camera: its queued frames finish, its files close, the other cameras go on.
-        Returns once its end of stream has passed every stage (or raises TimeoutError)."""
-        with self._lock:
-            parts = self._cameras.get(camera_id)
-            if parts is None:
-                raise KeyError(f"no camera {camera_id!r} (cameras: {sorted(self._cameras)})")
-            parts.capture.removed.set()
-            deadline = time.monotonic() + timeout_s
-            sets = [s for lane in self._lanes.values() for s in lane.camera_sets] + [s.cameras for s in self._sinks]
-            while any(camera_id in s for s in sets):
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"camera {camera_id!r} did not finish within {timeout_s:.0f} s of its removal")
-                if self.ctx.stop.wait(0.05):
-                    break
-            del self._cameras[camera_id]
-            lane = self._lanes[parts.config.model]
-            lane.post_routes.pop(camera_id, None)
-            lane.max_age_s.pop(camera_id, None)
-            log.info("camera %s removed", camera_id)
+        Returns once its end of stream has passed every stage and its own threads have ended (or
+        raises TimeoutError), so the same id can be added again at once."""
+        with self._locked("remove a camera"):
+            self._remove_camera(camera_id, timeout_s)
+
+    def _remove_camera(self, camera_id: str, timeout_s: float) -> None:
+        parts = self._cameras.get(camera_id)
+        if parts is None:
+            raise KeyError(f"no camera {camera_id!r} (cameras: {sorted(self._cameras)})")
+        parts.capture.removed.set()
+        deadline = time.monotonic() + timeout_s
+        sets = [s for lane in self._lanes.values() for s in lane.camera_sets] + [s.cameras for s in self._sinks]
+        if self._evidence is not None:
+            sets.append(self._evidence.cameras)
+        own = [parts.capture.name] + ([parts.analytics.name] if parts.analytics is not None else [])
+
+        def finished() -> bool:
+            return not any(camera_id in s for s in sets) and not any(self.runner.is_running(n) for n in own)
+
+        while not finished():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"camera {camera_id!r} did not finish within {timeout_s:.0f} s of its removal")
+            if self.ctx.stop.wait(0.05):
+                break
+        del self._cameras[camera_id]
+        lane = self._lanes[parts.config.model]
+        lane.post_routes.pop(camera_id, None)
+        lane.max_age_s.pop(camera_id, None)
+        log.info("camera %s removed", camera_id)
 
     def apply(self, new: LoadedConfig) -> ReloadReport:
         """Brings the running cameras in line with `new`: adds, removes, and restarts changed ones;
-        the others are not touched. Changes outside `cameras` need a restart and are reported."""
-        old_cfg, new_cfg = self.loaded.config, new.config
-        not_applied = [name for name in ("models", "sinks", "evidence", "pipeline", "metrics")
-                       if getattr(old_cfg, name) != getattr(new_cfg, name)]
-        issues: list[ConfigIssue] = []
-        for i, cam in enumerate(new_cfg.cameras):
-            if cam.model not in self._lanes:
-                issues.append(new.issue(("cameras", i, "model"), f"model {cam.model!r} is not loaded in this run "
-                                                                 f"(models: {sorted(self._lanes)}); a new model needs a restart"))
-        old = {c.id: c for c in old_cfg.cameras if c.id in self._cameras}
-        old.update({cid: p.config for cid, p in self._cameras.items()})
-        wanted = {c.id: c for c in new_cfg.cameras}
-        added = [cid for cid in wanted if cid not in old]
-        removed = [cid for cid in old if cid not in wanted]
-        restarted = [cid for cid in wanted if cid in old and old[cid] != wanted[cid]]
-        for mid, lane in self._lanes.items():
-            issues.extend(camera_class_issues(new, mid, lane.model.backend.info.class_names, set(added + restarted)))
-        if issues:
-            raise ConfigError(issues)
-        for cid in removed + restarted:
-            self.remove_camera(cid)
-        for cid in restarted + added:
-            self.add_camera(wanted[cid])
-        self.loaded = new
-        return ReloadReport(added, removed, restarted, not_applied)
+        the others are not touched. Changes outside `cameras` need a restart and are reported.
+        Nothing changes when `new` has problems (ConfigError)."""
+        with self._locked("reload"):
+            old_cfg, new_cfg = self.loaded.config, new.config
+            not_applied = [name for name in ("models", "sinks", "evidence", "pipeline", "metrics")
+                           if getattr(old_cfg, name) != getattr(new_cfg, name)]
+            issues: list[ConfigIssue] = list(check_files(new))
+            for i, cam in enumerate(new_cfg.cameras):
+                if cam.model not in self._lanes:
+                    issues.append(new.issue(("cameras", i, "model"), f"model {cam.model!r} is not loaded in this run "
+                                                                     f"(models: {sorted(self._lanes)}); a new model needs a restart"))
+            old = {cid: p.config for cid, p in self._cameras.items()}
+            wanted = {c.id: c for c in new_cfg.cameras}
+            added = [cid for cid in wanted if cid not in old]
+            removed = [cid for cid in old if cid not in wanted]
+            restarted = [cid for cid in wanted if cid in old and old[cid] != wanted[cid]]
+            for mid, lane in self._lanes.items():
+                issues.extend(camera_class_issues(new, mid, lane.model.backend.info.class_names, set(added + restarted)))
+            if issues:
+                raise ConfigError(issues)
+            with self._capturing_lock:
+                self._applying = True  # a camera ending by itself meanwhile must not seal the graph
+            try:
+                for cid in removed + restarted:
+                    self._remove_camera(cid, 30.0)
+                for cid in restarted + added:
+                    self._add_camera(wanted[cid])
+            finally:
+                with self._capturing_lock:
+                    self._applying = False
+                    if self._ended_by_itself and not self._capturing:
+                        self.ctx.sealed.set()
+            self.loaded = new
+            return ReloadReport(added, removed, restarted, not_applied)
+
+    @contextlib.contextmanager
+    def _locked(self, what: str, timeout_s: float = 120.0) -> Iterator[None]:
+        if not self._lock.acquire(timeout=timeout_s):
+            raise RuntimeError(f"cannot {what}: another camera change has been running for over {timeout_s:.0f} s")
+        try:
+            yield
+        finally:
+            self._lock.release()
 
 
 def build_graph(loaded: LoadedConfig, models: dict[str, LoadedModel] | None = None,

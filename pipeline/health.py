@@ -127,7 +127,11 @@ class HealthServer:
 
     def close(self) -> None:
         if self._thread.is_alive():
-            self._server.shutdown()  # returns within poll_interval
+            # shutdown() waits for serve_forever to notice (within its poll_interval) and has no
+            # timeout of its own: run it aside and wait a bounded time.
+            stopper = threading.Thread(target=self._server.shutdown, name="health-http-stop", daemon=True)
+            stopper.start()
+            stopper.join(timeout=2.0)
             self._thread.join(timeout=2.0)
         self._server.server_close()
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.redact import mask_url
+
 log = logging.getLogger(__name__)
 
 AGE_WINDOW = 8192
@@ -114,8 +116,14 @@ class CameraMetrics:
         # before the reconnect is still on record.
         self.history: collections.deque[tuple[float, CameraState, str]] = collections.deque(maxlen=32)
 
+    def reset_for_restart(self) -> None:
+        """A camera (re)added at run time: its counters go on, its source's properties do not."""
+        self.source_fps = None
+        self.total_frames = None
+
     def set_state(self, state: CameraState, reason: str = "") -> None:
         """Records a state change and logs it (a warning when leaving `streaming` for a fault)."""
+        reason = mask_url(reason)  # reasons quote source errors, which quote URLs
         if state is self.state and reason == self.state_reason:
             return
         previous, self.state, self.state_reason = self.state, state, reason

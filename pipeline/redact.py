@@ -10,7 +10,8 @@ import logging
 import re
 
 # scheme://user:password@host  or  scheme://user@host (a user name alone can be a secret too)
-_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/@\s]+)@")
+# Greedy up to the *last* '@' before the path: FFmpeg takes an unescaped '@' inside a password.
+_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/\s]+)@")
 
 
 def mask_url(text: str) -> str:
@@ -26,6 +27,8 @@ class RedactingFilter(logging.Filter):
         masked = mask_url(message)
         if masked != message:
             record.msg, record.args = masked, None
+        if record.exc_info and not record.exc_text:  # a traceback can quote a URL too
+            record.exc_text = mask_url(logging.Formatter().formatException(record.exc_info))
         return True
 
 

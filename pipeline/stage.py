@@ -49,9 +49,14 @@ class CameraSet:
         self._lock = threading.Lock()
         self._sealed = sealed
 
-    def add(self, camera_id: str) -> None:
+    def add(self, camera_id: str) -> bool:
+        """Adds a camera; False (and nothing added) when the set is already finished: its stage
+        may have returned, so a camera added now would never be served."""
         with self._lock:
+            if not self._ids and self._sealed is not None and self._sealed.is_set():
+                return False
             self._ids.add(camera_id)
+            return True
 
     def discard(self, camera_id: str) -> None:
         with self._lock:
@@ -164,6 +169,13 @@ class GraphRunner:
             t = threading.Thread(target=self._thread_main, args=(stage,), name=stage.name, daemon=True)
             self._threads.append(t)
             t.start()
+
+    @property
+    def started(self) -> bool:
+        return bool(self._thread_list())
+
+    def is_running(self, stage_name: str) -> bool:
+        return any(t.name == stage_name and t.is_alive() for t in self._thread_list())
 
     def _thread_list(self) -> list[threading.Thread]:
         with self._threads_lock:

@@ -190,8 +190,14 @@ metrics: {{port: {port}}}
     yard_then = graph.ctx.metrics.camera("yard").frames_out
     time.sleep(2)
     assert graph.ctx.metrics.camera("yard").frames_out > yard_then + 4
+    # a changed camera restarts (its old stages finish before the new ones start)
+    cfg.write_text(cfg.read_text().replace("fps: 4", "fps: 5"))
+    reply = json.loads(urllib.request.urlopen(urllib.request.Request(f"{base}/reload", method="POST"), timeout=30).read())
+    assert reply["restarted"] == ["yard"] and reply["ok"]
+    yard_then = graph.ctx.metrics.camera("yard").frames_out
+    assert wait_for(lambda: graph.ctx.metrics.camera("yard").frames_out > yard_then + 4, 10)
     # a broken config changes nothing and says why
-    cfg.write_text(cfg.read_text().replace("fps: 4", "fsp: 4"))
+    cfg.write_text(cfg.read_text().replace("fps: 5", "fsp: 5"))
     try:
         urllib.request.urlopen(urllib.request.Request(f"{base}/reload", method="POST"), timeout=30)
         raise AssertionError("an invalid config was accepted")

@@ -31,7 +31,7 @@ class PostprocessStage(Stage):
         metrics = ctx.metrics
         for item in consume(self.inp, self.cameras, ctx):
             if isinstance(item, EndOfStream):
-                for q in self.routes[item.camera_id]:
+                for q in self.routes.get(item.camera_id, ()):  # a removed camera's routes may be gone
                     q.put(item, ctx.stop)
                 continue
             batch: Batch = item

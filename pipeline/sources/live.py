@@ -84,8 +84,8 @@ class Backoff:
 class _Reader:
     """One connection: opens `source` and reads until abandoned, ended or failed (its own thread)."""
 
-    def __init__(self, source: Source, on_frame: Callable[[Frame, float], None], make_frame: Callable[..., Frame],
-                 pace_fps: float | None, camera_id: str) -> None:
+    def __init__(self, source: Source, on_frame: Callable[[Frame, float, _Reader], None], make_frame: Callable[..., Frame],
+                 pace_fps: float | None, camera_id: str, *, start: bool = True) -> None:
         self.source = source
         self._on_frame = on_frame
         self._make_frame = make_frame
@@ -106,6 +106,11 @@ class _Reader:
         self._thumb = np.zeros((_FREEZE_SIG[1], _FREEZE_SIG[0], 3), np.uint8)
         self._reference = np.zeros_like(self._thumb)  # the thumbnail when the picture last changed
         self.thread = threading.Thread(target=self._run, name=f"reader[{camera_id}]", daemon=True)
+        if start:
+            self.thread.start()
+
+    def start(self) -> None:
+        self.started_mono = time.monotonic()
         self.thread.start()
 
     def abandon(self) -> None:
@@ -141,7 +146,7 @@ class _Reader:
                     return  # the supervisor has moved on: this frame is not ours to hand out
                 self.frames += 1
                 self.last_frame_mono = now
-                self._on_frame(self._make_frame(got, now), read_s)
+                self._on_frame(self._make_frame(got, now), read_s, self)
         except SourceError as exc:
             self.error = str(exc)
         except Exception as exc:  # noqa: BLE001 - a decoder error must become a reconnect, not a dead camera
@@ -181,9 +186,14 @@ class LiveCaptureStage(Stage):
         self._backoff = Backoff(settings.initial_delay_s, settings.max_delay_s, settings.jitter, rng)
         self._seq = itertools.count()
         self._started_mono = time.monotonic()
+        # Only the current connection's reader may hand out frames: an abandoned one that returns
+        # from a slow read afterwards must not emit (two writers, or a frame after EndOfStream).
+        self._emit_lock = threading.Lock()
+        self._current: _Reader | None = None
 
     def run(self, ctx: StageContext) -> None:
         cam = ctx.metrics.camera(self.camera_id)
+        cam.source_fps = None  # from this source, once it streams
         cam.set_state(CameraState.STARTING)
         stats = ctx.metrics.stage(self.name)
         failures = 0
@@ -191,9 +201,14 @@ class LiveCaptureStage(Stage):
         reason = "stopped"
         try:
             while not self._leaving(ctx):
-                reader = _Reader(self.make_source(), lambda frame, read_s: self._emit(frame, read_s, cam, stats, ctx),
-                                 self._frame, self.settings.pace_fps, self.camera_id)
+                reader = _Reader(self.make_source(), lambda frame, read_s, r: self._emit(r, frame, read_s, cam, stats, ctx),
+                                 self._frame, self.settings.pace_fps, self.camera_id, start=False)
+                with self._emit_lock:
+                    self._current = reader
+                reader.start()
                 outcome, detail = self._supervise(reader, cam, ctx)
+                with self._emit_lock:
+                    self._current = None
                 reader.abandon()
                 if outcome == "leaving":
                     # Give the reader a moment to close its capture cleanly; one stuck in a native
@@ -235,11 +250,15 @@ class LiveCaptureStage(Stage):
         return Frame(camera_id=self.camera_id, seq=next(self._seq), image=got.image, capture_mono=now_mono,
                      capture_wall=time.time(), source_name=got.name, pts=now_mono - self._started_mono)
 
-    def _emit(self, frame: Frame, read_s: float, cam: CameraMetrics, stats: StageMetrics, ctx: StageContext) -> None:
-        """Called in the reader thread for each frame (one reader is active at a time)."""
-        cam.record_in(frame.capture_mono)
-        stats.add_work(read_s, 1)
-        self.out.put(frame, ctx.stop)  # drop_oldest: never waits
+    def _emit(self, reader: _Reader, frame: Frame, read_s: float, cam: CameraMetrics, stats: StageMetrics,
+              ctx: StageContext) -> None:
+        """Called in a reader thread for each frame; only the current reader's frames go out."""
+        with self._emit_lock:
+            if reader is not self._current:
+                return
+            cam.record_in(frame.capture_mono)
+            stats.add_work(read_s, 1)
+            self.out.put(frame, ctx.stop)  # drop_oldest: never waits
 
     def _supervise(self, reader: _Reader, cam: CameraMetrics, ctx: StageContext) -> tuple[str, str]:
         """Watches one connection until it ends, fails, stalls or freezes, or the camera leaves.

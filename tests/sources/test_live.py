@@ -81,6 +81,7 @@ def test_credentials_are_masked_anywhere_in_text():
     assert mask_url("rtsp://admin:s3cret@10.0.0.5:554/stream") == "rtsp://***:***@10.0.0.5:554/stream"
     assert mask_url("cannot open rtsp://bob@cam/x: refused") == "cannot open rtsp://***@cam/x: refused"
     assert mask_url("rtsp://10.0.0.5/stream") == "rtsp://10.0.0.5/stream"
+    assert mask_url("rtsp://admin:p@ss@10.0.0.5/s and x@y") == "rtsp://***:***@10.0.0.5/s and x@y"
 
 
 def test_diagnose_says_refused_for_a_closed_port():
