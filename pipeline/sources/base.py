@@ -17,7 +17,7 @@ import numpy as np
 
 from pipeline.frames import EndOfStream, Frame
 from pipeline.metrics import CameraState
-from pipeline.queues import POLL_S, BoundedQueue
+from pipeline.queues import BoundedQueue
 from pipeline.stage import Stage, StageContext
 
 log = logging.getLogger(__name__)
@@ -65,19 +65,15 @@ class Source(ABC):
 
 
 class CaptureStage(Stage):
-    """Reads one source, stamps each frame and puts it on the camera's queue.
+    """Reads one file-like source as fast as the camera's queue takes frames (`block`: nothing is
+    lost), stamps each frame and puts it on the queue. Live sources (cameras, files replayed at
+    their rate) use sources.live.LiveCaptureStage instead."""
 
-    With `realtime`, frames are released at `fps` (default: the source's native rate) as a camera
-    would deliver them; a reader that falls behind does not catch up in a burst."""
-
-    def __init__(self, camera_id: str, source: Source, out: BoundedQueue, *, realtime: bool = False,
-                 fps: float | None = None) -> None:
+    def __init__(self, camera_id: str, source: Source, out: BoundedQueue) -> None:
         super().__init__(f"capture[{camera_id}]")
         self.camera_id = camera_id
         self.source = source
         self.out = out
-        self.realtime = realtime
-        self.fps = fps
         self.removed = threading.Event()  # set to take the camera out of a running graph
         self.on_end: Callable[[str, bool], None] | None = None  # (camera id, removed) once its sentinel is out
 
@@ -90,17 +86,12 @@ class CaptureStage(Stage):
             cam.set_state(CameraState.FAILED, str(exc))
             raise
         cam.total_frames = info.total_frames
-        cam.source_fps = self.fps or info.fps
-        period = 1.0 / (self.fps or info.fps or 25.0) if self.realtime else 0.0
-        next_due = started = time.monotonic()
-        file_rate = None if self.realtime else (self.fps or info.fps)  # pts from the frame index
+        cam.source_fps = info.fps
+        started = time.monotonic()
+        file_rate = info.fps  # pts from the frame index: the same events however fast it is read
         seq = 0
         try:
             while not ctx.drain.is_set() and not self.removed.is_set():
-                if period:
-                    if not _sleep_until(next_due, ctx):
-                        break
-                    next_due = max(next_due + period, time.monotonic() - period)
                 t0 = time.perf_counter()
                 got = self.source.read()
                 if got is None:
@@ -128,13 +119,3 @@ class CaptureStage(Stage):
         self.out.put(EndOfStream(self.camera_id), ctx.stop)
         if self.on_end is not None:
             self.on_end(self.camera_id, self.removed.is_set())
-
-
-def _sleep_until(deadline: float, ctx: StageContext) -> bool:
-    """Sleeps until `deadline` (monotonic); False if the graph is draining or stopping first."""
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return True
-        if ctx.drain.wait(min(remaining, POLL_S)):
-            return False

@@ -165,7 +165,9 @@ class _Reader:
             np.copyto(self._reference, self._thumb)
             self.last_change_mono = now
         if stream_ms is not None:
-            if self._last_stream_ms is None or stream_ms > self._last_stream_ms:
+            # Any change counts: a looped file or a camera whose clock was reset goes back in time
+            # and is not frozen; a stream stuck on one timestamp is.
+            if stream_ms != self._last_stream_ms:
                 self.last_advance_mono = now
                 self._last_stream_ms = stream_ms
 

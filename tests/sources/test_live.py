@@ -229,3 +229,21 @@ def test_wrong_path_and_dead_port_are_told_apart(servers, video):
         assert "gave up after 2" in m.camera("dead").state_reason
     finally:
         finish(runner)
+
+
+def test_a_looped_file_is_not_frozen_when_its_timestamps_restart(media):
+    """A realtime file with loop: its stream time jumps back to 0 at each loop: not a freeze."""
+    from pipeline.sources.file import VideoFileSource
+
+    path = media / "people_small.mp4"  # 50 frames: loops every ~2 s at its native rate
+    q = BoundedQueue("loop>out", 2, QueuePolicy.DROP_OLDEST)
+    cam = LiveCaptureStage("loop", lambda: VideoFileSource(path, loop=True), q,
+                           LiveSettings(freeze_timeout_s=1.5, pace_fps=50.0))
+    runner = run_cameras(cam)
+    metrics = runner.ctx.metrics.camera("loop")
+    try:
+        time.sleep(4.0)  # two loops at 50 fps
+        assert metrics.state is CameraState.STREAMING, list(metrics.history)
+        assert metrics.reconnects == 0
+    finally:
+        finish(runner)

@@ -6,7 +6,8 @@ import pytest
 
 from pipeline.frames import EndOfStream
 from pipeline.queues import BoundedQueue, QueuePolicy
-from pipeline.sources.base import CaptureStage, SourceError
+from pipeline.sources.base import SourceError
+from pipeline.sources.live import LiveCaptureStage, LiveSettings
 from pipeline.sources.file import VideoFileSource
 from pipeline.sources.images import ImageSource
 from pipeline.sources.synthetic import SyntheticSource
@@ -70,9 +71,10 @@ def test_empty_image_directory(tmp_path):
         ImageSource(tmp_path).open()
 
 
-def test_capture_stage_paces_a_realtime_source_and_ends_with_a_sentinel():
+def test_live_capture_paces_a_realtime_source_and_ends_with_a_sentinel():
     q = BoundedQueue("q", 1000, QueuePolicy.DROP_OLDEST)
-    stage = CaptureStage("cam", SyntheticSource(64, 48, frames=40), q, realtime=True, fps=40)
+    stage = LiveCaptureStage("cam", lambda: SyntheticSource(64, 48, frames=40), q,
+                             LiveSettings(pace_fps=40, freeze_timeout_s=None))
     ctx = StageContext()
     t0 = time.monotonic()
     stage.run(ctx)
@@ -87,9 +89,9 @@ def test_capture_stage_paces_a_realtime_source_and_ends_with_a_sentinel():
     assert all(f.capture_wall > 1e9 for f in frames)
 
 
-def test_capture_stage_stops_on_drain():
+def test_live_capture_stops_on_drain():
     q = BoundedQueue("q", 10, QueuePolicy.DROP_OLDEST)
-    stage = CaptureStage("cam", SyntheticSource(64, 48, frames=None), q, realtime=True, fps=30)
+    stage = LiveCaptureStage("cam", lambda: SyntheticSource(64, 48, frames=None), q, LiveSettings(pace_fps=30))
     ctx = StageContext()
     threading.Timer(0.3, ctx.drain.set).start()
     t0 = time.monotonic()
