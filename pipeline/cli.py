@@ -22,7 +22,7 @@ from pipeline.stage import GraphFailed, GraphStuck
 
 log = logging.getLogger("vigil")
 
-COMMANDS = ("run", "validate", "detect", "bench", "listen")
+COMMANDS = ("run", "validate", "detect", "bench", "listen", "build-engine")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -124,6 +124,14 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--fps", type=float, default=None, help="--live: each camera's rate (default: the video's)")
     bench.add_argument("--max-frame-age-ms", type=float, default=None, help="--live: frame-age bound (default 2000)")
     bench.set_defaults(func=cmd_bench)
+    build = sub.add_parser("build-engine", help="build (or find cached) the TensorRT engine of an ONNX model (NVIDIA GPU)")
+    build.add_argument("model", type=Path, help="the .onnx file")
+    build.add_argument("--fp16", action="store_true", help="FP16 precision (default FP32)")
+    build.add_argument("--max-batch", type=int, default=1, help="largest batch of the optimisation profile (default 1)")
+    build.add_argument("--engine-dir", type=Path, default=None, help="engine cache folder (default engines/)")
+    build.add_argument("--rebuild", action="store_true", help="build even when a fitting engine is cached")
+    build.add_argument("--workspace-mb", type=int, default=2048, help="TensorRT builder workspace (default 2048)")
+    build.set_defaults(func=cmd_build_engine)
     listen = sub.add_parser("listen", help="subscribe to a ZeroMQ event endpoint and print each event as a JSON line")
     listen.add_argument("endpoint", help="e.g. tcp://127.0.0.1:5560 (the zmq sink's endpoint)")
     listen.add_argument("--topic", default="", help="only topics starting with this (topics are CAMERA/RULE)")
@@ -217,6 +225,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     return _execute(load_config(args.config), args.no_progress, args.config)
 
 
+def cmd_build_engine(args: argparse.Namespace) -> int:
+    from pipeline.backends.tensorrt import DEFAULT_ENGINE_DIR, build_engine
+
+    if args.max_batch < 1:
+        raise ConfigError([_arg_issue("--max-batch", f"must be at least 1, got {args.max_batch}")])
+    if args.model.suffix != ".onnx":
+        raise ConfigError([_arg_issue("MODEL", f"expected an .onnx file, got {args.model}")])
+    try:
+        path, built = build_engine(args.model, fp16=args.fp16, max_batch=args.max_batch,
+                                   engine_dir=args.engine_dir or DEFAULT_ENGINE_DIR, rebuild=args.rebuild,
+                                   workspace_mb=args.workspace_mb)
+    except ImportError as exc:  # cuda-python missing
+        raise ModelLoadError(f"{exc}") from exc
+    print(f"{'built' if built else 'up to date'}: {path}")
+    return 0
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from pipeline.config import load_config
     from pipeline.graph import load_models
@@ -225,6 +250,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
     issues = check_files(loaded)
     if issues:
         raise ConfigError(issues)
+    for m in loaded.config.models:
+        if m.backend == "tensorrt":
+            from pipeline.backends.tensorrt import engine_report
+
+            print(f"model {m.id}: TensorRT engines")
+            for line in engine_report(m.path, precision=m.precision, max_batch=m.batch, device=m.gpu_device):
+                print(line)
     models = load_models(loaded)
     for mid, m in models.items():
         info = m.backend.info

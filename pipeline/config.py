@@ -283,7 +283,9 @@ class CameraConfig(Strict):
 class ModelConfig(Strict):
     id: Identifier
     path: ConfigPath
-    backend: Literal["onnxruntime"] = "onnxruntime"
+    # onnxruntime: CPU (CUDA provider when onnxruntime-gpu is installed). tensorrt: NVIDIA GPU;
+    # `path` is the .onnx (its engine is looked up in engines/, see build-engine) or an .engine.
+    backend: Literal["onnxruntime", "tensorrt"] = "onnxruntime"
     family: Literal["yolov8", "yolo11", "yolov5"] = "yolov8"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     conf: float = Field(0.25, gt=0, lt=1)
@@ -295,6 +297,14 @@ class ModelConfig(Strict):
     batch: int = Field(1, ge=1, le=256)
     max_wait_ms: float = Field(10.0, ge=0, le=10000)  # an open batch waits at most this for more frames
     threads: int | None = Field(None, ge=1, le=256)  # ONNX Runtime intra-op threads; default: all cores
+    # TensorRT only:
+    precision: Literal["fp16", "fp32"] = "fp16"  # of the engine built from the ONNX file
+    build_engine: bool = False  # build (minutes) when no fitting engine is cached, instead of an error
+    gpu_preprocess: bool = True  # letterbox on the GPU (one fused kernel); the CPU only decodes
+    # Largest decoded frame [H, W] staged for GPU preprocessing (pinned memory per slot row);
+    # a larger frame is letterboxed on the CPU instead.
+    gpu_preprocess_max_size: tuple[Annotated[int, Field(ge=16, le=16384)], Annotated[int, Field(ge=16, le=16384)]] = (1080, 1920)
+    gpu_device: int = Field(0, ge=0, le=64)  # CUDA device index
 
     @field_validator("names", mode="before")
     @classmethod

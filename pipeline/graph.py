@@ -306,12 +306,16 @@ class Graph:
     def _build_lane(self, model_id: str, model: LoadedModel, *, live: bool) -> _ModelLane:
         cfg = self.loaded.config
         info = model.backend.info
-        ring = SlotRing.allocate(
-            cfg.pipeline.slots,
-            model.batch,
-            {info.input.name: (info.input.shape, info.input.dtype)},
-            {o.name: (o.shape, o.dtype) for o in info.outputs},
-        )
+        allocate_ring = getattr(model.backend, "allocate_ring", None)
+        if allocate_ring is not None:  # a GPU backend: pinned host memory with device buffers
+            ring = allocate_ring(cfg.pipeline.slots, model.batch, tuple(model.config.gpu_preprocess_max_size))
+        else:
+            ring = SlotRing.allocate(
+                cfg.pipeline.slots,
+                model.batch,
+                {info.input.name: (info.input.shape, info.input.dtype)},
+                {o.name: (o.shape, o.dtype) for o in info.outputs},
+            )
         cond = threading.Condition()
         sealed = self.ctx.sealed
         sets = [CameraSet((), sealed) for _ in range(3)]

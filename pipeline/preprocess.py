@@ -235,9 +235,19 @@ class PreprocessStage(Stage):
                 t0 = time.perf_counter()
                 row = len(batch.frames)
                 slot = batch.slot
-                item.letterbox, slot.row_rects[row] = letterbox_into(
-                    item.image, slot.inputs[self.input_name][row], self._scratch, pad_ready=slot.row_rects[row]
-                )
+                device = slot.bindings.get("cuda")  # a GPU ring that letterboxes on the device
+                staged = False
+                if device is not None and getattr(device, "raw_host", None) is not None:
+                    h, w = item.image.shape[:2]
+                    lb, new_w, new_h = letterbox_geometry(w, h, self._scratch.width, self._scratch.height)
+                    staged = device.stage_raw(row, item.image, (lb.pad_x, lb.pad_y, new_w, new_h))
+                    if staged:
+                        item.letterbox = lb
+                        slot.row_rects[row] = None  # the kernel rewrites the whole row, padding too
+                if not staged:
+                    item.letterbox, slot.row_rects[row] = letterbox_into(
+                        item.image, slot.inputs[self.input_name][row], self._scratch, pad_ready=slot.row_rects[row]
+                    )
                 took = time.perf_counter() - t0
                 stats.add_work(took, 1)
                 self._fill_s_per_frame = 0.8 * self._fill_s_per_frame + 0.2 * took if self._fill_s_per_frame else took

@@ -111,4 +111,11 @@ def create_backend(model: ModelConfig, *, intra_op_threads: int | None = None) -
             device=model.device,
             intra_op_threads=intra_op_threads if intra_op_threads is not None else model.threads,
         )
+    if model.backend == "tensorrt":
+        from pipeline.backends.tensorrt import TensorRTBackend, resolve_engine
+
+        engine = resolve_engine(model.path, precision=model.precision, max_batch=model.batch, build=model.build_engine,
+                                device=model.gpu_device)
+        return TensorRTBackend(engine, class_names=model.names, device=model.gpu_device,
+                               gpu_preprocess=model.gpu_preprocess)
     raise ModelLoadError(f"model {model.id!r}: backend {model.backend!r} is not available in this build")

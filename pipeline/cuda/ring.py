@@ -1,0 +1,110 @@
+"""A ring of slots whose tensors live in pinned host memory, each with matching device buffers
+and events, for the TensorRT backend.
+
+A slot is the same `preprocess.Slot` the CPU path uses (numpy arrays keyed by tensor name, here
+views of pinned memory), so preprocess and postprocess do not change. Each slot also carries a
+`DeviceSlot` in `slot.bindings["cuda"]`: a device buffer per tensor and two events, `h2d_done` and
+`d2h_done`. `acquire` hands a slot out only after its last copies have completed, so preprocess
+never overwrites memory a copy is still reading. Buffers are sized for the engine profile's
+largest batch and freed by `close()`.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pipeline.cuda.memory import DeviceBuffer, Event, PinnedBuffer
+from pipeline.preprocess import Slot, SlotRing
+
+# How long acquire waits for a slot's copies (a healthy GPU needs microseconds to milliseconds).
+COPY_WAIT_S = 10.0
+
+
+@dataclass(eq=False)
+class DeviceSlot:
+    host: dict[str, PinnedBuffer]  # tensor name -> pinned memory (the slot's arrays view it)
+    device: dict[str, DeviceBuffer]  # tensor name -> device memory of the same size
+    h2d_done: Event = field(default_factory=Event)
+    d2h_done: Event = field(default_factory=Event)
+    # GPU preprocessing: decoded BGR frames staged per row in pinned memory, letterboxed on the
+    # device by the kernel. raw_rows[row] is the frame's (h, w), None for a row letterboxed on
+    # the CPU (a frame larger than the staging capacity); raw_geom[row] = (pad_x, pad_y, new_w, new_h).
+    raw_host: PinnedBuffer | None = None
+    raw_device: DeviceBuffer | None = None
+    raw_row_bytes: int = 0
+    raw_rows: list[tuple[int, int] | None] = field(default_factory=list)
+    raw_geom: list[tuple[int, int, int, int] | None] = field(default_factory=list)
+
+    def stage_raw(self, row: int, image: np.ndarray, geometry: tuple[int, int, int, int]) -> bool:
+        """Copies a BGR frame into row `row` of the pinned staging buffer for the kernel. False
+        (nothing staged) when there is no staging or the frame is larger than its capacity."""
+        h, w = image.shape[:2]
+        if self.raw_host is None or h * w * 3 > self.raw_row_bytes:
+            self.raw_rows[row] = None
+            return False
+        dst = self.raw_host.array[row, : h * w * 3].reshape(h, w, 3)
+        np.copyto(dst, image)
+        self.raw_rows[row] = (h, w)
+        self.raw_geom[row] = geometry
+        return True
+
+    def clear_raw(self, row: int) -> None:
+        if self.raw_rows:
+            self.raw_rows[row] = None
+
+    def close(self) -> None:
+        for b in (*self.host.values(), *self.device.values(), self.raw_host, self.raw_device):
+            if b is not None:
+                b.close()
+        self.h2d_done.close()
+        self.d2h_done.close()
+
+
+class PinnedSlotRing(SlotRing):
+    @classmethod
+    def allocate_pinned(cls, count: int, batch: int, input_specs: dict[str, tuple[tuple[int, ...], np.dtype]],
+                        output_specs: dict[str, tuple[tuple[int, ...], np.dtype]], *,
+                        raw_capacity: tuple[int, int] | None = None) -> PinnedSlotRing:
+        """`raw_capacity` (max frame height, width): staging for GPU preprocessing; None: none."""
+        slots: list[Slot] = []
+        try:
+            for i in range(count):
+                host = {name: PinnedBuffer((batch, *shape), dtype)
+                        for name, (shape, dtype) in {**input_specs, **output_specs}.items()}
+                device = {name: DeviceBuffer(buf.nbytes) for name, buf in host.items()}
+                dev_slot = DeviceSlot(host, device)
+                if raw_capacity is not None:
+                    row_bytes = raw_capacity[0] * raw_capacity[1] * 3
+                    dev_slot.raw_host = PinnedBuffer((batch, row_bytes), np.uint8)
+                    dev_slot.raw_device = DeviceBuffer(batch * row_bytes)
+                    dev_slot.raw_row_bytes = row_bytes
+                    dev_slot.raw_rows = [None] * batch
+                    dev_slot.raw_geom = [None] * batch
+                slot = Slot(index=i, inputs={n: host[n].array for n in input_specs},
+                            outputs={n: host[n].array for n in output_specs}, row_rects=[None] * batch)
+                slot.bindings["cuda"] = dev_slot
+                slots.append(slot)
+        except BaseException:
+            for s in slots:
+                s.bindings["cuda"].close()
+            raise
+        return cls(slots)
+
+    def acquire(self, stop: threading.Event) -> Slot:
+        slot = super().acquire(stop)
+        dev: DeviceSlot = slot.bindings["cuda"]  # type: ignore[assignment]
+        dev.h2d_done.wait(COPY_WAIT_S)
+        dev.d2h_done.wait(COPY_WAIT_S)
+        return slot
+
+    def close(self) -> None:
+        """Frees every pinned and device buffer (call once the graph has stopped)."""
+        for slot in self.slots:
+            dev = slot.bindings.pop("cuda", None)
+            if dev is not None:
+                dev.close()  # type: ignore[union-attr]
+            slot.inputs.clear()
+            slot.outputs.clear()

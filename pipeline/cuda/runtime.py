@@ -1,0 +1,113 @@
+"""cuda-python imports and checked calls.
+
+`check(call_name, result)` turns cuda-python's `(err, *values)` tuples into values or a CudaError
+that names the call and the error (`cudaMemcpyAsync failed: cudaErrorInvalidValue (invalid argument)`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class CudaUnavailable(RuntimeError):
+    """cuda-python, the CUDA driver or a GPU is missing; the message says which and what to do."""
+
+
+class CudaError(RuntimeError):
+    def __init__(self, call: str, code: Any, name: str, description: str) -> None:
+        super().__init__(f"{call} failed: {name} ({description})")
+        self.call = call
+        self.code = code
+        self.name = name
+
+
+def _import() -> tuple[Any, Any, Any]:
+    try:
+        from cuda.bindings import driver, nvrtc, runtime  # cuda-python >= 12.6 / 13
+    except ImportError:
+        try:
+            from cuda import cuda as driver  # type: ignore[no-redef]  # cuda-python < 12.6
+            from cuda import cudart as runtime  # type: ignore[no-redef]
+            from cuda import nvrtc  # type: ignore[no-redef]
+        except ImportError as exc:
+            raise CudaUnavailable(
+                "cuda-python is not installed: pip install -r requirements-gpu.txt on a machine with an NVIDIA GPU "
+                f"({exc})") from exc
+    return runtime, driver, nvrtc
+
+
+cudart, cuda_driver, nvrtc = (None, None, None)
+
+
+def modules() -> tuple[Any, Any, Any]:
+    """(runtime, driver, nvrtc) modules of cuda-python, imported on first use."""
+    global cudart, cuda_driver, nvrtc
+    if cudart is None:
+        cudart, cuda_driver, nvrtc = _import()
+    return cudart, cuda_driver, nvrtc
+
+
+def _error_text(err: Any) -> tuple[str, str]:
+    rt, drv, nv = modules()
+    try:
+        if isinstance(err, rt.cudaError_t):
+            return rt.cudaGetErrorName(err)[1].decode(), rt.cudaGetErrorString(err)[1].decode()
+        if isinstance(err, drv.CUresult):
+            name = drv.cuGetErrorName(err)[1]
+            text = drv.cuGetErrorString(err)[1]
+            return (name.decode() if name else str(err)), (text.decode() if text else "")
+        if isinstance(err, nv.nvrtcResult):
+            return str(err), nv.nvrtcGetErrorString(err)[1].decode()
+    except Exception:  # noqa: BLE001 - describing an error must not raise another
+        pass
+    return str(err), ""
+
+
+def _is_success(err: Any) -> bool:
+    return int(err) == 0  # cudaSuccess, CUDA_SUCCESS and NVRTC_SUCCESS are all 0
+
+
+def check(call: str, result: Any) -> Any:
+    """`result` is what a cuda-python call returned: (err,) or (err, value, ...). Returns None, the
+    value, or the tuple of values; raises CudaError naming `call` on failure."""
+    if not isinstance(result, tuple):
+        result = (result,)
+    err, values = result[0], result[1:]
+    if not _is_success(err):
+        name, text = _error_text(err)
+        raise CudaError(call, err, name, text)
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else values
+
+
+def call(name: str, *args: Any) -> Any:
+    """Calls cudart.<name>(*args) (or the driver's cu<Name>) and checks the result."""
+    rt, drv, _ = modules()
+    fn = getattr(rt, name, None) or getattr(drv, name)
+    return check(name, fn(*args))
+
+
+def device_count() -> int:
+    rt, _, _ = modules()
+    err, count = rt.cudaGetDeviceCount()
+    if not _is_success(err):
+        name, text = _error_text(err)
+        raise CudaUnavailable(f"no usable CUDA device: cudaGetDeviceCount gave {name} ({text})")
+    return int(count)
+
+
+def compute_capability(device: int = 0) -> tuple[int, int]:
+    rt, _, _ = modules()
+    major = check("cudaDeviceGetAttribute", rt.cudaDeviceGetAttribute(
+        rt.cudaDeviceAttr.cudaDevAttrComputeCapabilityMajor, device))
+    minor = check("cudaDeviceGetAttribute", rt.cudaDeviceGetAttribute(
+        rt.cudaDeviceAttr.cudaDevAttrComputeCapabilityMinor, device))
+    return int(major), int(minor)
+
+
+def device_name(device: int = 0) -> str:
+    rt, _, _ = modules()
+    props = check("cudaGetDeviceProperties", rt.cudaGetDeviceProperties(device))
+    name = props.name
+    return (name.decode(errors="replace") if isinstance(name, bytes) else str(name)).rstrip("\x00")
