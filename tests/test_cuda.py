@@ -115,3 +115,21 @@ def test_gpu_kernel_matches_cpu(gpu, media):
     images = [cv2.imread(str(media / "bus.jpg")), np.random.default_rng(0).integers(0, 256, (1080, 1920, 3), dtype=np.uint8)]
     for row in selfcheck.kernel_vs_cpu(images):
         assert row["max_diff_reference"] <= 1e-5 and row["max_diff_cpu"] <= 1 / 255 + 1e-6
+
+
+def test_a_failing_cuda_call_names_itself_and_the_error():
+    """A real cuda-python call with no GPU (or a real error on a GPU): CudaError names call and code."""
+    if _nvrtc_missing():
+        pytest.skip(_nvrtc_missing())
+    if not _gpu_missing():
+        from pipeline.cuda.memory import DeviceBuffer
+        from pipeline.cuda.runtime import CudaError
+
+        with pytest.raises(CudaError, match=r"^cudaMalloc failed: cudaErrorMemoryAllocation"):
+            DeviceBuffer(1 << 62)  # more than any GPU has
+        return
+    from pipeline.cuda.memory import PinnedBuffer
+    from pipeline.cuda.runtime import CudaError
+
+    with pytest.raises(CudaError, match=r"^cudaMallocHost failed: cudaError\w+ \(.+\)$"):
+        PinnedBuffer((4,), np.float32)
