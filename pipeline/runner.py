@@ -141,8 +141,13 @@ def execute(graph: Graph, *, drain_timeout_s: float = 30.0, on_progress: Callabl
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         if close_backends:
-            for model in graph.models.values():
-                model.backend.close()
+            if runner.alive():
+                # A stuck stage may still be inside a backend (a native or GPU call): freeing its
+                # buffers now could crash the process. The process is about to exit anyway.
+                log.error("not closing the models: stages still running: %s", ", ".join(runner.alive()))
+            else:
+                for model in graph.models.values():
+                    model.backend.close()
     seconds = time.monotonic() - start
     failed = [c.camera_id for c in metrics.cameras() if c.state is CameraState.FAILED]
     return RunSummary(seconds, metrics.frames_out_total(), metrics.camera_summaries(), metrics.stage_summaries(),

@@ -45,6 +45,11 @@ def test_letterbox_kernel_compiles_with_nvrtc():
         ptx = compile_ptx(arch).decode()
         assert f".entry {KERNEL_NAME_F32}" in ptx and f".entry {KERNEL_NAME_F16}" in ptx
         assert "cvt.rn.f16.f32" in ptx
+    from pipeline.cuda.kernels import compile_cubin
+
+    for arch in ("sm_75", "sm_86", "sm_89", "sm_90"):  # what LetterboxKernel loads: a cubin per GPU
+        cubin = compile_cubin(arch)
+        assert cubin[:4] == b"\x7fELF" and KERNEL_NAME_F16.encode() in cubin
 
 
 def test_kernel_compile_errors_carry_the_nvrtc_log(monkeypatch):

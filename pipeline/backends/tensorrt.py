@@ -93,14 +93,14 @@ def build_engine(onnx_path: Path, *, fp16: bool, max_batch: int, engine_dir: Pat
     trt = import_tensorrt()
     key = current_key(onnx_path, "fp16" if fp16 else "fp32", max_batch, device)
     engine_path = cached_engine(engine_dir, onnx_path, key)
-    if engine_path.is_file() and not rebuild and not check_engine(engine_path, key):
+    if engine_path.is_file() and not rebuild and not _engine_problems(engine_path, key):
         return engine_path, False
     input_name, (h, w), names, stride = onnx_facts(onnx_path)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     network = builder.create_network(0)  # TensorRT 10: explicit batch is the only mode
     parser = trt.OnnxParser(network, logger)
-    if not parser.parse(onnx_path.read_bytes()):
+    if not parser.parse_from_file(str(onnx_path)):  # (from the file: ONNX external data works too)
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise ModelLoadError(f"TensorRT cannot parse {onnx_path}: {errors}")
     config = builder.create_builder_config()
@@ -120,10 +120,19 @@ def build_engine(onnx_path: Path, *, fp16: bool, max_batch: int, engine_dir: Pat
     engine_dir.mkdir(parents=True, exist_ok=True)
     tmp = engine_path.with_suffix(".engine.tmp")
     tmp.write_bytes(bytes(serialized))
-    tmp.replace(engine_path)  # never a half-written engine under the final name
+    # The record first, then the engine under its final name: never an engine without its record,
+    # nor a half-written engine.
     EngineRecord(key, str(onnx_path), input_name, (h, w), names, stride, device_name(device),
                  datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")).write(engine_path)
+    tmp.replace(engine_path)
     return engine_path, True
+
+
+def _engine_problems(engine: Path, key: EngineKey) -> list[str]:
+    try:
+        return check_engine(engine, key)
+    except EngineCacheError as exc:  # e.g. its record is missing: rebuild
+        return [str(exc)]
 
 
 def resolve_engine(path: Path, *, precision: str, max_batch: int, build: bool, engine_dir: Path = DEFAULT_ENGINE_DIR,
@@ -136,7 +145,7 @@ def resolve_engine(path: Path, *, precision: str, max_batch: int, build: bool, e
     if path.suffix == ".onnx":
         key = current_key(path, precision, max_batch, device)
         engine = cached_engine(engine_dir, path, key)
-        if engine.is_file() and not check_engine(engine, key):
+        if engine.is_file() and not _engine_problems(engine, key):
             return engine
         if build:
             return build_engine(path, fp16=precision == "fp16", max_batch=max_batch, engine_dir=engine_dir,
@@ -184,14 +193,21 @@ class TensorRTBackend:
         lo, _opt, hi = self.engine.get_tensor_profile_shape(self.input_name, 0)
         self.min_batch, self.max_batch = int(lo[0]), int(hi[0])
         h, w = int(hi[2]), int(hi[3])
+        if (int(lo[2]), int(lo[3])) != (h, w):
+            raise ModelLoadError(f"{self.path.name}: input height/width vary in the profile ({tuple(lo)}..{tuple(hi)}); "
+                                 f"build it with a fixed image size")
         in_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(self.input_name)))
         if in_dtype not in (np.float32, np.float16):
             raise ModelLoadError(f"{self.path.name}: expected a float32 or float16 input, got {in_dtype}")
         self.context = self.engine.create_execution_context()  # one per inference thread: one per backend
-        self.context.set_input_shape(self.input_name, (1, 3, h, w))
+        if not self.context.set_input_shape(self.input_name, (self.min_batch, 3, h, w)):
+            raise ModelLoadError(f"{self.path.name}: TensorRT refused input shape {(self.min_batch, 3, h, w)}")
         out_specs = []
         for name in outputs:
             shape = tuple(int(d) for d in self.context.get_tensor_shape(name))
+            if any(d < 0 for d in shape[1:]):
+                raise ModelLoadError(f"{self.path.name}: output {name} has a data-dependent shape {shape}: "
+                                     f"not a YOLO detection engine this backend can run")
             out_specs.append(TensorSpec(name, shape[1:], np.dtype(trt.nptype(self.engine.get_tensor_dtype(name)))))
         self.info = ModelInfo(self.path, TensorSpec(self.input_name, (3, h, w), in_dtype), tuple(out_specs),
                               self.max_batch, class_names or self.record.class_names, self.record.stride)
@@ -200,8 +216,13 @@ class TensorRTBackend:
         self._kernel = None
         if gpu_preprocess:
             from pipeline.cuda.kernels import LetterboxKernel
+            from pipeline.cuda.runtime import CudaError
 
-            self._kernel = LetterboxKernel(device)
+            try:
+                self._kernel = LetterboxKernel(device)
+            except (CudaError, RuntimeError, OSError) as exc:  # e.g. no NVRTC library: letterbox on the CPU
+                log.warning("GPU preprocessing off for %s, letterboxing on the CPU: %s", self.path.name, exc)
+                self.gpu_preprocess = gpu_preprocess = False
         self._rings: list[Any] = []
         log.info("loaded TensorRT engine %s: input %s %s %s, batch %d..%d, outputs %s, GPU preprocessing %s",
                  self.path.name, self.input_name, (3, h, w), in_dtype, self.min_batch, self.max_batch,
@@ -217,14 +238,18 @@ class TensorRTBackend:
         info = self.info
         ring = PinnedSlotRing.allocate_pinned(count, batch, {info.input.name: (info.input.shape, info.input.dtype)},
                                               {o.name: (o.shape, o.dtype) for o in info.outputs},
-                                              raw_capacity=raw_capacity if self.gpu_preprocess else None)
+                                              raw_capacity=raw_capacity if self.gpu_preprocess else None,
+                                              device=self.device)
         self._rings.append(ring)
         return ring
 
     def infer(self, slot: Any, n: int) -> None:
         from pipeline.cuda.kernels import LetterboxArgs
         from pipeline.cuda.memory import copy_async
+        from pipeline.cuda.runtime import check, modules
 
+        rt, _, _ = modules()
+        check("cudaSetDevice", rt.cudaSetDevice(self.device))  # this (inference) thread, this engine's GPU
         dev = slot.bindings.get("cuda")
         if dev is None:
             raise RuntimeError(f"slot {slot.index} has no device buffers: allocate the ring with backend.allocate_ring()")
@@ -259,7 +284,20 @@ class TensorRTBackend:
         dev.d2h_done.wait(INFER_WAIT_S)  # postprocess reads the outputs next
 
     def close(self) -> None:
-        """Frees the engine's rings, kernel module and stream (after the graph has stopped)."""
+        """Frees the engine's rings, kernel module and stream once the GPU has finished with them
+        (call after the graph has stopped; the runner does not call it while a stage is stuck)."""
+        if self.stream is not None:
+            from pipeline.cuda.memory import Event
+
+            done = Event()
+            done.record(self.stream)
+            try:
+                done.wait(INFER_WAIT_S)
+            except TimeoutError:
+                log.error("GPU work of %s still running after %.0f s: its memory is not freed", self.path.name, INFER_WAIT_S)
+                return
+            finally:
+                done.close()
         for ring in self._rings:
             ring.close()
         self._rings.clear()

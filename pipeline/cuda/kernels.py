@@ -94,6 +94,16 @@ extern "C" __global__ void letterbox_bgr_to_rgb_chw_f16(const unsigned char* src
 
 def compile_ptx(arch: str = "compute_75") -> bytes:
     """Compiles SOURCE with NVRTC to PTX (needs no GPU). Raises CudaError with NVRTC's log."""
+    return _compile(arch, cubin=False)
+
+
+def compile_cubin(arch: str) -> bytes:
+    """Compiles SOURCE to a cubin for one GPU (`sm_86`). A cubin loads on any driver that runs
+    that GPU; PTX from a newer NVRTC than the driver would be refused (unsupported PTX version)."""
+    return _compile(arch, cubin=True)
+
+
+def _compile(arch: str, *, cubin: bool) -> bytes:
     _, _, nvrtc = modules()
     prog = check("nvrtcCreateProgram", nvrtc.nvrtcCreateProgram(SOURCE.encode(), b"letterbox.cu", 0, [], []))
     try:
@@ -104,6 +114,11 @@ def compile_ptx(arch: str = "compute_75") -> bytes:
             log = b" " * size
             check("nvrtcGetProgramLog", nvrtc.nvrtcGetProgramLog(prog, log))
             raise CudaError("nvrtcCompileProgram", err, str(err), log.decode(errors="replace").strip("\x00 \n"))
+        if cubin:
+            size = check("nvrtcGetCUBINSize", nvrtc.nvrtcGetCUBINSize(prog))
+            code = b" " * size
+            check("nvrtcGetCUBIN", nvrtc.nvrtcGetCUBIN(prog, code))
+            return code
         size = check("nvrtcGetPTXSize", nvrtc.nvrtcGetPTXSize(prog))
         ptx = b" " * size
         check("nvrtcGetPTX", nvrtc.nvrtcGetPTX(prog, ptx))
@@ -136,14 +151,21 @@ class LetterboxKernel:
         rt, drv, _ = modules()
         check("cudaSetDevice", rt.cudaSetDevice(device))
         check("cudaFree", rt.cudaFree(0))  # makes the primary context current for the driver API
+        self.device = device
         major, minor = compute_capability(device)
-        ptx = compile_ptx(f"compute_{major}{minor}")
-        self._module = check("cuModuleLoadData", drv.cuModuleLoadData(ptx))
+        try:
+            code = compile_cubin(f"sm_{major}{minor}")
+        except CudaError:  # this NVRTC does not know the GPU: PTX for the newest it knows, JIT-compiled
+            code = compile_ptx("compute_90" if major >= 9 else f"compute_{major}{minor}")
+        self._module = check("cuModuleLoadData", drv.cuModuleLoadData(code))
         self._f32 = check("cuModuleGetFunction", drv.cuModuleGetFunction(self._module, KERNEL_NAME_F32.encode()))
         self._f16 = check("cuModuleGetFunction", drv.cuModuleGetFunction(self._module, KERNEL_NAME_F16.encode()))
 
     def launch(self, a: LetterboxArgs, stream: Any, *, half: bool = False, pad_value: float = 114.0 / 255.0) -> None:
-        _, drv, _ = modules()
+        rt, drv, _ = modules()
+        # The driver API needs the device's context current in *this* thread (the inference
+        # thread is not the one that loaded the module); cudaSetDevice makes the primary one current.
+        check("cudaSetDevice", rt.cudaSetDevice(self.device))
         grid = ((a.dst_w + BLOCK[0] - 1) // BLOCK[0], (a.dst_h + BLOCK[1] - 1) // BLOCK[1], 1)
         c_int = ctypes.c_int
         values = (a.src_ptr, a.src_w, a.src_h, a.src_stride, a.dst_ptr, a.dst_w, a.dst_h, a.pad_x, a.pad_y,

@@ -41,6 +41,8 @@ class DeviceSlot:
     def stage_raw(self, row: int, image: np.ndarray, geometry: tuple[int, int, int, int]) -> bool:
         """Copies a BGR frame into row `row` of the pinned staging buffer for the kernel. False
         (nothing staged) when there is no staging or the frame is larger than its capacity."""
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"image must be HxWx3 uint8 BGR, got shape {image.shape} dtype {image.dtype}")
         h, w = image.shape[:2]
         if self.raw_host is None or h * w * 3 > self.raw_row_bytes:
             self.raw_rows[row] = None
@@ -67,15 +69,20 @@ class PinnedSlotRing(SlotRing):
     @classmethod
     def allocate_pinned(cls, count: int, batch: int, input_specs: dict[str, tuple[tuple[int, ...], np.dtype]],
                         output_specs: dict[str, tuple[tuple[int, ...], np.dtype]], *,
-                        raw_capacity: tuple[int, int] | None = None) -> PinnedSlotRing:
-        """`raw_capacity` (max frame height, width): staging for GPU preprocessing; None: none."""
+                        raw_capacity: tuple[int, int] | None = None, device: int = 0) -> PinnedSlotRing:
+        """`raw_capacity` (max frame height, width): staging for GPU preprocessing; None: none.
+        Allocates on the current device; `device` is made current by acquire() in other threads."""
         slots: list[Slot] = []
+        host: dict[str, PinnedBuffer] = {}
+        device: dict[str, DeviceBuffer] = {}
         try:
             for i in range(count):
-                host = {name: PinnedBuffer((batch, *shape), dtype)
-                        for name, (shape, dtype) in {**input_specs, **output_specs}.items()}
-                device = {name: DeviceBuffer(buf.nbytes) for name, buf in host.items()}
+                host, device = {}, {}
+                for name, (shape, dtype) in {**input_specs, **output_specs}.items():
+                    host[name] = PinnedBuffer((batch, *shape), dtype)
+                    device[name] = DeviceBuffer(host[name].nbytes)
                 dev_slot = DeviceSlot(host, device)
+                host, device = {}, {}  # owned by dev_slot from here
                 if raw_capacity is not None:
                     row_bytes = raw_capacity[0] * raw_capacity[1] * 3
                     dev_slot.raw_host = PinnedBuffer((batch, row_bytes), np.uint8)
@@ -88,16 +95,30 @@ class PinnedSlotRing(SlotRing):
                 slot.bindings["cuda"] = dev_slot
                 slots.append(slot)
         except BaseException:
+            for buf in (*host.values(), *device.values()):  # a slot that was half built
+                buf.close()
             for s in slots:
                 s.bindings["cuda"].close()
             raise
-        return cls(slots)
+        return cls(slots, device)
+
+    def __init__(self, slots: list[Slot], device: int = 0) -> None:
+        super().__init__(slots)
+        self.device = device
 
     def acquire(self, stop: threading.Event) -> Slot:
+        from pipeline.cuda.runtime import check, modules
+
         slot = super().acquire(stop)
         dev: DeviceSlot = slot.bindings["cuda"]  # type: ignore[assignment]
-        dev.h2d_done.wait(COPY_WAIT_S)
-        dev.d2h_done.wait(COPY_WAIT_S)
+        try:
+            rt, _, _ = modules()
+            check("cudaSetDevice", rt.cudaSetDevice(self.device))  # the caller's thread, the ring's GPU
+            dev.h2d_done.wait(COPY_WAIT_S)
+            dev.d2h_done.wait(COPY_WAIT_S)
+        except BaseException:
+            self.release(slot)
+            raise
         return slot
 
     def close(self) -> None:

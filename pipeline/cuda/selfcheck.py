@@ -98,7 +98,7 @@ def kernel_vs_cpu(images: list[np.ndarray], dst: tuple[int, int] = (640, 640)) -
         for image in images:
             gpu = _run_kernel(kernel, image, *dst)
             gpu16 = _run_kernel(kernel, image, *dst, half=True)
-            if np.isnan(gpu).any():
+            if np.isnan(gpu).any() or np.isnan(gpu16).any():
                 raise AssertionError(f"kernel left unwritten (NaN) elements for a {image.shape} image")
             ref = reference_letterbox(image, *dst)
             row = {"shape": image.shape, "max_diff_reference": float(np.abs(gpu - ref).max()),

@@ -127,8 +127,8 @@ from pathlib import Path
 from pipeline.cli import main
 rc = main(["detect", {str(media / 'bus.jpg')!r}, "--model", {str(model_path)!r}, "--jsonl", {str(tmp_path / 'o.jsonl')!r}, "--no-progress"])
 # (cuda-bindings' .pth file registers the bare `cuda` namespace at interpreter start: not a load of CUDA)
-bad = sorted(m for m in sys.modules if m.split(".")[0] == "tensorrt" or m.startswith(("cuda.", "pipeline.cuda"))
-             or m == "pipeline.backends.tensorrt")
+bad = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorrt", "cupy", "torch", "pycuda")
+             or m.startswith(("cuda.", "pipeline.cuda")) or m == "pipeline.backends.tensorrt")
 print("RC", rc, "IMPORTED", bad)
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
