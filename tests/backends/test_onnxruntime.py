@@ -1,4 +1,3 @@
-
 import pytest
 
 from pipeline.backends.base import ModelLoadError, parse_ultralytics_metadata
