@@ -27,11 +27,11 @@ def _nvrtc_missing() -> str | None:
 
 
 def _gpu_missing() -> str | None:
-    try:
-        from pipeline.cuda.runtime import CudaError, CudaUnavailable, device_count
+    from pipeline.cuda.runtime import CudaError, CudaUnavailable, device_count
 
+    try:
         return None if device_count() > 0 else "no CUDA device"
-    except (CudaUnavailable, CudaError, ImportError) as exc:
+    except (CudaUnavailable, CudaError) as exc:
         return f"no CUDA GPU: {exc}"
 
 
