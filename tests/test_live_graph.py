@@ -116,7 +116,7 @@ sinks:
 def test_four_cameras_one_dead_batches_flow_at_the_live_rate(tmp_path, model_path):
     cfg = tmp_path / "four.yaml"
     live = "\n".join(f"""  - id: cam{i}
-    source: {{type: synthetic, live: true, fps: 3, width: 640, height: 360}}
+    source: {{type: synthetic, live: true, fps: 2, width: 640, height: 360}}
     model: yolo""" for i in range(3))
     cfg.write_text(f"""
 cameras:
@@ -139,7 +139,7 @@ sinks:
     assert dead.state in (CameraState.RECONNECTING, CameraState.STARTING) and dead.reconnects >= 2
     summary = run.finish()
     for cid, rate in rates.items():
-        assert rate >= 2.4, f"{cid} output {rate:.2f} fps, its camera gives 3"
+        assert rate >= 1.6, f"{cid} output {rate:.2f} fps, its camera gives 2"
     cams = {c.camera_id: c for c in summary.cameras}
     for i in range(3):
         c = cams[f"cam{i}"]
@@ -147,7 +147,7 @@ sinks:
         assert c.frames_out >= c.frames_in - 3
     assert cams["dead"].frames_in == 0
     inference = next(s for s in summary.stages if s.name == "inference[yolo]")
-    assert inference.items > 80
+    assert inference.items > 55
 
 
 def test_cameras_added_and_removed_at_run_time_over_http(tmp_path, model_path):
@@ -294,13 +294,13 @@ cameras:
         return get_json(f"{base}/healthz").get("cameras", {}).get(cid, {}).get("state")
 
     try:
-        assert wait_for(lambda: state("one") == "streaming", 30)
+        assert wait_for(lambda: state("one") == "streaming", 60)
         cfg.write_text(body + """  - id: two
     source: {type: synthetic, live: true, fps: 3, width: 320, height: 240}
     model: yolo
 """)
         proc.send_signal(signal.SIGHUP)
-        assert wait_for(lambda: state("two") == "streaming", 15)
+        assert wait_for(lambda: state("two") == "streaming", 30)
         assert state("one") == "streaming"
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
