@@ -53,10 +53,6 @@ class DeviceSlot:
         self.raw_geom[row] = geometry
         return True
 
-    def clear_raw(self, row: int) -> None:
-        if self.raw_rows:
-            self.raw_rows[row] = None
-
     def close(self) -> None:
         for b in (*self.host.values(), *self.device.values(), self.raw_host, self.raw_device):
             if b is not None:

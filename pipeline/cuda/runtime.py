@@ -81,13 +81,6 @@ def check(call: str, result: Any) -> Any:
     return values[0] if len(values) == 1 else values
 
 
-def call(name: str, *args: Any) -> Any:
-    """Calls cudart.<name>(*args) (or the driver's cu<Name>) and checks the result."""
-    rt, drv, _ = modules()
-    fn = getattr(rt, name, None) or getattr(drv, name)
-    return check(name, fn(*args))
-
-
 def device_count() -> int:
     rt, _, _ = modules()
     err, count = rt.cudaGetDeviceCount()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from pipeline.frames import Batch, EndOfStream, FrameResult
+from pipeline.metrics import CameraMetrics
 from pipeline.postprocess.yolo import YoloDecoder
 from pipeline.preprocess import SlotRing
 from pipeline.queues import BoundedQueue
@@ -29,6 +30,7 @@ class PostprocessStage(Stage):
     def run(self, ctx: StageContext) -> None:
         stats = ctx.metrics.stage(self.name)
         metrics = ctx.metrics
+        cameras: dict[str, CameraMetrics] = {}  # cached: metrics.camera() takes a lock
         for item in consume(self.inp, self.cameras, ctx):
             if isinstance(item, EndOfStream):
                 for q in self.routes.get(item.camera_id, ()):  # a removed camera's routes may be gone
@@ -50,7 +52,8 @@ class PostprocessStage(Stage):
                 if limit is not None and now - frame.capture_mono > limit:
                     metrics.count_drop(frame.camera_id, "too_old")
                     continue
-                metrics.camera(frame.camera_id).record_out(now, frame.age_ms(now))
+                cam = cameras.get(frame.camera_id) or cameras.setdefault(frame.camera_id, metrics.camera(frame.camera_id))
+                cam.record_out(now, frame.age_ms(now))
                 result = FrameResult(frame, dets, self.class_names)
                 for q in self.routes[frame.camera_id]:
                     q.put(result, ctx.stop)
