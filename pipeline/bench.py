@@ -227,8 +227,7 @@ def run_live_bench(model_path: Path, video: Path, counts: list[int], *, seconds:
             timer.cancel()
         raw_after = _raw_fps(model, video, max(2 * b, 24))
         model.backend.close()
-        ages = np.concatenate([c.output_ages._values[: min(c.output_ages.count, c.output_ages._values.shape[0])]  # noqa: SLF001
-                               for c in graph.ctx.metrics.cameras()])
+        ages = np.concatenate([c.output_ages.recent() for c in graph.ctx.metrics.cameras()])
         p50, p99 = (float(v) for v in np.percentile(ages, [50, 99])) if ages.size else (float("nan"),) * 2
         cam_fps = next(iter(graph.ctx.metrics.cameras())).source_fps or 0.0
         rows.append(LiveBenchRow(

@@ -12,7 +12,6 @@ import contextlib
 import logging
 import threading
 import time
-from pathlib import Path
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -150,9 +149,7 @@ def make_source(cam_source: SourceConfigs, camera_id: str, *, read_timeout_s: fl
 
 def live_settings(cam: CameraConfig) -> LiveSettings:
     src = cam.source
-    pace = src.fps if isinstance(src, (FileSourceConfig, SyntheticSourceConfig)) else None
-    if isinstance(src, FileSourceConfig) and pace is None:
-        pace = _file_fps(src.path)
+    replayed = isinstance(src, (FileSourceConfig, SyntheticSourceConfig))  # a camera's own rate paces the others
     return LiveSettings(
         stall_timeout_s=cam.stall_timeout_s,
         freeze_timeout_s=cam.freeze_timeout_s,
@@ -161,19 +158,9 @@ def live_settings(cam: CameraConfig) -> LiveSettings:
         max_delay_s=cam.reconnect.max_delay_s,
         jitter=cam.reconnect.jitter,
         max_attempts=cam.reconnect.max_attempts,
-        pace_fps=pace,
+        pace=replayed,
+        pace_fps=src.fps if replayed else None,
     )
-
-
-def _file_fps(path: Path) -> float:
-    import cv2
-
-    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
-    try:
-        fps = cap.get(cv2.CAP_PROP_FPS)
-    finally:
-        cap.release()
-    return fps if fps > 0 else 25.0
 
 
 @dataclass(slots=True)
@@ -341,7 +328,7 @@ class Graph:
         # Join the model's stages first: a set refuses once its stage has finished (the graph is
         # ending), and then nothing of the camera is wired.
         with self._capturing_lock:
-            if self.ctx.sealed.is_set() and self.runner_started:
+            if self.ctx.sealed.is_set():  # (sealed only after the build: see __init__)
                 raise RuntimeError(f"cannot add camera {cam.id!r}: the graph is finishing")
             if not all([camera_set.add(cam.id) for camera_set in lane.camera_sets]):
                 raise RuntimeError(f"cannot add camera {cam.id!r}: the graph is finishing")
@@ -394,10 +381,6 @@ class Graph:
         capture.on_end = self._capture_ended
         self._cameras[cam.id] = _CameraParts(cam, capture, analytics)
         return new
-
-    @property
-    def runner_started(self) -> bool:
-        return getattr(self, "runner", None) is not None and self.runner.started
 
     def _capture_ended(self, camera_id: str, removed: bool) -> None:
         """A camera's capture has sent its end of stream. When the last camera ends by itself

@@ -46,11 +46,15 @@ class AgeWindow:
         self._values[self._count % self._values.shape[0]] = age_ms
         self._count += 1
 
+    def recent(self) -> np.ndarray:
+        """The ages held (a view, not in arrival order once the window has wrapped)."""
+        return self._values[: min(self._count, self._values.shape[0])]
+
     def percentiles(self, *qs: float) -> tuple[float, ...]:
-        n = min(self._count, self._values.shape[0])
-        if n == 0:
+        values = self.recent()
+        if values.size == 0:
             return tuple(float("nan") for _ in qs)
-        return tuple(float(v) for v in np.percentile(self._values[:n], qs))
+        return tuple(float(v) for v in np.percentile(values, qs))
 
     @property
     def count(self) -> int:

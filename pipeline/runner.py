@@ -38,9 +38,6 @@ class RunSummary:
         return self.frames_out / self.seconds if self.seconds > 0 else float("nan")
 
 
-RELOAD_WAIT_S = 150.0  # a reload waits this long for the one before it (removals drain queued frames)
-
-
 class Reloader:
     """Re-reads the config and applies the camera changes to the running graph, one reload at a
     time, off the main thread (a removed camera's queued frames may take a moment to finish)."""
@@ -48,15 +45,12 @@ class Reloader:
     def __init__(self, graph: Graph, load: Callable[[], LoadedConfig]) -> None:
         self.graph = graph
         self.load = load
-        self._lock = threading.Lock()
 
     def reload(self) -> dict[str, object]:
         """Applies the config file as it is now. Returns what changed, or the errors (the running
         cameras are left as they were when the new config is invalid)."""
-        if not self._lock.acquire(timeout=RELOAD_WAIT_S):
-            return {"ok": False, "errors": [f"another reload has been running for over {RELOAD_WAIT_S:.0f} s"]}
         try:
-            loaded = self.load()
+            loaded = self.load()  # Graph.apply runs one change at a time (a bounded wait for the one before)
             report = self.graph.apply(loaded)
         except ConfigError as exc:
             log.error("reload: config not applied, cameras unchanged:\n%s", exc)
@@ -65,8 +59,6 @@ class Reloader:
             # OSError: the file is unreadable right now (an editor saving it, say): try again.
             log.error("reload failed: %s", exc)
             return {"ok": False, "errors": [f"{type(exc).__name__}: {exc}"]}
-        finally:
-            self._lock.release()
         for section in report.not_applied:
             log.warning("reload: %s changed; that needs a restart (not applied)", section)
         log.info("reload: added %s, removed %s, restarted %s", report.added or "none", report.removed or "none",

@@ -170,10 +170,6 @@ class GraphRunner:
             self._threads.append(t)
             t.start()
 
-    @property
-    def started(self) -> bool:
-        return bool(self._thread_list())
-
     def is_running(self, stage_name: str) -> bool:
         return any(t.name == stage_name and t.is_alive() for t in self._thread_list())
 

@@ -60,7 +60,14 @@ class LiveSettings:
     max_delay_s: float = 3.0
     jitter: float = 0.2
     max_attempts: int | None = None  # consecutive failed connections before `failed`; None: forever
-    pace_fps: float | None = None  # release frames at this rate (files read as a camera); None: as read
+    # Files and synthetic sources are released at a camera's pace: `pace_fps`, else the source's own
+    # rate (from open()), else 25. Cameras (RTSP, USB) deliver at their own pace.
+    pace: bool = False
+    pace_fps: float | None = None
+
+    @property
+    def paced(self) -> bool:
+        return self.pace or self.pace_fps is not None
 
 
 class Backoff:
@@ -85,11 +92,11 @@ class _Reader:
     """One connection: opens `source` and reads until abandoned, ended or failed (its own thread)."""
 
     def __init__(self, source: Source, on_frame: Callable[[Frame, float, _Reader], None], make_frame: Callable[..., Frame],
-                 pace_fps: float | None, camera_id: str, *, start: bool = True) -> None:
+                 settings: LiveSettings, camera_id: str, *, start: bool = True) -> None:
         self.source = source
         self._on_frame = on_frame
         self._make_frame = make_frame
-        self._pace_fps = pace_fps
+        self._settings = settings
         self.opened = threading.Event()
         self.finished = threading.Event()
         self.abandoned = threading.Event()
@@ -126,7 +133,8 @@ class _Reader:
             self.info = self.source.open()
             self.opened_mono = time.monotonic()
             self.opened.set()
-            period = 1.0 / self._pace_fps if self._pace_fps else 0.0
+            s = self._settings
+            period = 1.0 / (s.pace_fps or self.info.fps or 25.0) if s.paced else 0.0
             due = time.monotonic()
             while not self.abandoned.is_set():
                 if period:
@@ -204,7 +212,7 @@ class LiveCaptureStage(Stage):
         try:
             while not self._leaving(ctx):
                 reader = _Reader(self.make_source(), lambda frame, read_s, r: self._emit(r, frame, read_s, cam, stats, ctx),
-                                 self._frame, self.settings.pace_fps, self.camera_id, start=False)
+                                 self._frame, self.settings, self.camera_id, start=False)
                 with self._emit_lock:
                     self._current = reader
                 reader.start()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import select
-import shutil
 import signal
 import socket
 import subprocess
@@ -181,6 +180,3 @@ def need_rtsp_server() -> None:
             pytest.fail(f"VIGIL_REQUIRE_RTSP_SERVER=1 but {reason}")
         pytest.skip(reason)
 
-
-def have_ffprobe() -> bool:
-    return shutil.which("ffprobe") is not None
