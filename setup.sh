@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# One-command set-up: a virtualenv in .venv with the runtime and test dependencies, and a check
-# that the default model is where the demo expects it.
+# One-command set-up: a virtualenv in .venv with Vigil installed in editable mode with its runtime,
+# test and lint dependencies (pyproject.toml's `dev` extra; gives .venv/bin/vigil), and a check that
+# the default model is where the demo expects it.
 set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON="${PYTHON:-python3}"
@@ -9,7 +10,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -r requirements-dev.txt
+.venv/bin/python -m pip install --quiet -e ".[dev]"
 
 shared="${VIGIL_SHARED:-$(cd .. && pwd)/shared}"
 model="$shared/models/yolov8n.onnx"
@@ -23,4 +24,4 @@ Put a YOLOv8n ONNX export there (or set VIGIL_SHARED to a folder with models/yol
   mkdir -p "$shared/models" && mv yolov8n.onnx "$shared/models/"
 MSG
 fi
-echo "ready: .venv/bin/python run.py run configs/demo.yaml"
+echo "ready: .venv/bin/vigil run configs/demo.yaml  (or: .venv/bin/python run.py run configs/demo.yaml)"

@@ -23,15 +23,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.config import load_config  # noqa: E402
-from pipeline.frames import Detections  # noqa: E402
-from pipeline.graph import build_graph  # noqa: E402
-from pipeline.paths import shared_dir  # noqa: E402
-from pipeline.rules.debounce import Debouncer  # noqa: E402
-from pipeline.rules.engine import Count, Dwell, FrameTracks, LineCrossing, Proximity, RuleEngine, ZoneIntrusion  # noqa: E402
-from pipeline.rules.geometry import Line, Polygon  # noqa: E402
-from pipeline.runner import execute  # noqa: E402
-from pipeline.tracking import ByteTracker  # noqa: E402
+from pipeline.config import load_config
+from pipeline.frames import Detections
+from pipeline.graph import build_graph
+from pipeline.paths import shared_dir
+from pipeline.rules.debounce import Debouncer
+from pipeline.rules.engine import Count, Dwell, FrameTracks, LineCrossing, Proximity, RuleEngine, ZoneIntrusion
+from pipeline.rules.geometry import Line, Polygon
+from pipeline.runner import execute
+from pipeline.tracking import ByteTracker
 
 FPS = 25.0
 

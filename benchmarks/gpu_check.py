@@ -42,7 +42,8 @@ def main() -> int:
     print(f"(a) ring round trip: {r['rounds']} rounds, {r['elements_checked']} elements checked, all equal")
 
     rng = np.random.default_rng(3)
-    images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in ((1080, 1920), (720, 1280), (480, 854), (240, 320), (2160, 3840), (641, 333))]
+    sizes = ((1080, 1920), (720, 1280), (480, 854), (240, 320), (2160, 3840), (641, 333))
+    images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in sizes]
     shared = Path(__file__).resolve().parents[2] / "shared" / "media"
     try:
         import cv2

@@ -1,3 +1,3 @@
 """Vigil: a streaming video analytics pipeline (capture → preprocess → inference → postprocess → sinks)."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

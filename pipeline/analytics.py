@@ -9,21 +9,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
-
-from pipeline.config import (
-    CameraConfig,
-    CountRule,
-    DwellRule,
-    LineCrossingRule,
-    ProximityRule,
-    ZoneIntrusionRule,
-    did_you_mean,
-)
-from pipeline.frames import EndOfStream, FrameResult, Overlay
+from pipeline.classes import resolve_classes
+from pipeline.config import CameraConfig, RuleConfig
+from pipeline.frames import EndOfStream, Event, FrameResult, Overlay
 from pipeline.queues import BoundedQueue
 from pipeline.rules.debounce import Debouncer
-from pipeline.rules.engine import Count, Dwell, Event, FrameTracks, LineCrossing, Proximity, Rule, RuleEngine, ZoneIntrusion
+from pipeline.rules.engine import Count, Dwell, FrameTracks, LineCrossing, Proximity, Rule, RuleEngine, ZoneIntrusion
 from pipeline.rules.geometry import Line, Polygon, outside_frame, to_pixels
 from pipeline.stage import Stage, StageContext, consume
 from pipeline.tracking import ByteTracker, TrackerConfig
@@ -35,36 +28,45 @@ class GeometryError(ValueError):
     """A zone or line does not fit the camera's frame."""
 
 
-def class_ids(names: dict[int, str], wanted: list[int | str] | None) -> tuple[frozenset[int] | None, list[tuple[int, str]]]:
-    """Config class names or ids as ids of the model's classes (None: every class), and the
-    problems found as (position in `wanted`, message)."""
-    if wanted is None:
-        return None, []
-    by_name = {v: k for k, v in names.items()}
-    ids: set[int] = set()
-    problems = []
-    for j, entry in enumerate(wanted):
-        if isinstance(entry, int):
-            if names and entry not in names:
-                problems.append((j, f"class id {entry} is not in the model (0..{max(names)})"))
-            ids.add(entry)
-        elif entry in by_name:
-            ids.add(by_name[entry])
-        else:
-            problems.append((j, f"unknown class name {entry!r}{did_you_mean(entry, list(by_name))}"))
-    return frozenset(ids), problems
+class _RuleInputs:
+    """What a rule needs besides its own config: the camera's zones and lines in pixels, the
+    model's class names, and the tracker's lost timeout."""
+
+    __slots__ = ("zones", "lines", "class_names", "lost_timeout_s")
+
+    def __init__(self, zones: dict[str, Polygon], lines: dict[str, Line], class_names: dict[int, str],
+                 lost_timeout_s: float) -> None:
+        self.zones, self.lines, self.class_names, self.lost_timeout_s = zones, lines, class_names, lost_timeout_s
 
 
-def resolve_classes(names: dict[int, str], wanted: list[int | str] | None) -> frozenset[int] | None:
-    """class_ids for a config that load_models has already checked."""
-    ids, problems = class_ids(names, wanted)
-    if problems:
-        raise ValueError(f"class list {wanted}: {problems[0][1]}")
-    return ids
+def _debouncer(r: RuleConfig, min_seconds: float) -> Debouncer:
+    return Debouncer(min_seconds=min_seconds, clear_seconds=r.clear_seconds, cooldown_seconds=r.cooldown_seconds,
+                     update_seconds=r.update_seconds)
+
+
+def _classes(r: RuleConfig, k: _RuleInputs) -> frozenset[int] | None:
+    return resolve_classes(k.class_names, r.classes)
+
+
+# Rule config `type` -> the rule it builds. The config's discriminated union guarantees the fields.
+_RULE_BUILDERS: dict[str, Callable[..., Rule]] = {
+    "zone_intrusion": lambda r, k: ZoneIntrusion(r.id, k.zones[r.zone], _classes(r, k), r.anchor, _debouncer(r, r.min_seconds)),
+    "dwell": lambda r, k: Dwell(r.id, k.zones[r.zone], _classes(r, k), r.anchor, _debouncer(r, r.max_seconds)),
+    "count": lambda r, k: Count(r.id, k.zones[r.zone], _classes(r, k), r.anchor, _debouncer(r, r.min_seconds), r.max_count),
+    "proximity": lambda r, k: Proximity(r.id, _classes(r, k), resolve_classes(k.class_names, r.classes_b), r.anchor,
+                                        _debouncer(r, r.min_seconds), r.max_distance, r.units == "box_height"),
+    "line_crossing": lambda r, k: LineCrossing(r.id, k.lines[r.line], _classes(r, k), r.anchor, r.direction,
+                                               r.cooldown_seconds, forget_after_s=max(5.0, 2 * k.lost_timeout_s)),
+}
 
 
 class CameraAnalytics:
-    """Tracker + rules of one camera."""
+    """Tracker + rules of one camera: `process` tracks a frame's detections and runs the rules.
+
+    Args:
+        camera: the camera's config (zones, lines, rules, tracker settings).
+        class_names: the model's class names (rules name classes).
+    """
 
     def __init__(self, camera: CameraConfig, class_names: dict[int, str]) -> None:
         self.camera = camera
@@ -92,28 +94,8 @@ class CameraAnalytics:
                 raise GeometryError(f"camera {cam.id!r}: line {ln.id!r} lies outside the {width}x{height} frame "
                                     f"(points {pts.round(1).tolist()}; units: {ln.units})")
             lines[ln.id] = Line(ln.id, pts[0], pts[1])
-        rules: list[Rule] = []
-        for r in cam.rules:
-            classes = resolve_classes(self.class_names, r.classes)
-
-            def debounce(min_seconds: float, r=r) -> Debouncer:  # noqa: ANN001 - binds the loop variable
-                return Debouncer(min_seconds=min_seconds, clear_seconds=r.clear_seconds,
-                                 cooldown_seconds=r.cooldown_seconds, update_seconds=r.update_seconds)
-
-            if isinstance(r, ZoneIntrusionRule):
-                rules.append(ZoneIntrusion(r.id, zones[r.zone], classes, r.anchor, debounce(r.min_seconds)))
-            elif isinstance(r, DwellRule):
-                rules.append(Dwell(r.id, zones[r.zone], classes, r.anchor, debounce(r.max_seconds)))
-            elif isinstance(r, CountRule):
-                rules.append(Count(r.id, zones[r.zone], classes, r.anchor, debounce(r.min_seconds), r.max_count))
-            elif isinstance(r, ProximityRule):
-                rules.append(Proximity(r.id, classes, resolve_classes(self.class_names, r.classes_b), r.anchor,
-                                       debounce(r.min_seconds), r.max_distance, r.units == "box_height"))
-            elif isinstance(r, LineCrossingRule):
-                rules.append(LineCrossing(r.id, lines[r.line], classes, r.anchor, r.direction, r.cooldown_seconds,
-                                          forget_after_s=max(5.0, 2 * cam.tracker.lost_timeout_s)))
-            else:
-                raise TypeError(f"camera {cam.id!r}: no rule class for {type(r).__name__}")
+        rules = [_RULE_BUILDERS[r.type](r, _RuleInputs(zones, lines, self.class_names, cam.tracker.lost_timeout_s))
+                 for r in cam.rules]
         self.engine = RuleEngine(cam.id, rules)
         self.overlay = Overlay({k: z.points for k, z in zones.items()}, {k: (ln.a, ln.b) for k, ln in lines.items()})
 
@@ -125,13 +107,12 @@ class CameraAnalytics:
         if engine is None:
             raise RuntimeError(f"camera {self.camera.id!r}: rules were not built")
         ids = self.tracker.update(det, frame.pts)
-        tracked = ids >= 0
-        ft = FrameTracks(frame.camera_id, frame.seq, frame.pts, frame.capture_wall, det.xyxy[tracked],
-                         ids[tracked], det.class_id[tracked], det.confidence[tracked], result.class_names)
+        det = det.with_track_ids(ids)
+        ft = FrameTracks.of(frame.camera_id, frame.seq, frame.pts, frame.capture_wall, det[ids >= 0], result.class_names)
         events = engine.process(ft)
         self._last = ft
         alerts = tuple(rule.name for rule in engine.rules if rule.debouncer.active)
-        return FrameResult(frame, det, result.class_names, ids, alerts, self.overlay), events
+        return FrameResult(frame, det, result.class_names, alerts, self.overlay), events
 
     def finish(self) -> list[Event]:
         """Closes open incidents at the end of the stream (their `end` carries the last frame's time)."""
@@ -141,6 +122,16 @@ class CameraAnalytics:
 
 
 class AnalyticsStage(Stage):
+    """Runs one camera's CameraAnalytics on its results: frames go on to `frame_routes` with track
+    ids and alerts, events to `event_routes`; at its end of stream, open incidents are closed.
+
+    Args:
+        analytics: the camera's tracker and rules.
+        inp: results of the camera from postprocess.
+        frame_routes: queues of the sinks that want frames (and evidence).
+        event_routes: queues of the event sinks (or evidence, which publishes them on).
+    """
+
     def __init__(self, analytics: CameraAnalytics, inp: BoundedQueue, frame_routes: list[BoundedQueue],
                  event_routes: list[BoundedQueue]) -> None:
         super().__init__(f"analytics[{analytics.camera.id}]")

@@ -25,7 +25,8 @@ import cv2
 from pipeline.config import config_from_data
 from pipeline.frames import Frame
 from pipeline.graph import LoadedModel, build_graph, load_models
-from pipeline.preprocess import LetterboxScratch, SlotRing, letterbox_into
+from pipeline.preprocess import LetterboxScratch, letterbox_into
+from pipeline.slots import SlotRing
 from pipeline.runner import RunSummary, execute, format_summary
 from pipeline.sinks.jsonl import frame_record
 from pipeline.frames import FrameResult

@@ -74,7 +74,8 @@ def _quiet_opencv(level: str) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="run.py", description="Vigil: streaming video analytics")
+    # `vigil` as the console script, `run.py` through the shim
+    p = argparse.ArgumentParser(prog=os.path.basename(sys.argv[0]), description="Vigil: streaming video analytics")
     p.add_argument("--log-level", default=os.environ.get("VIGIL_LOG_LEVEL"), choices=LOG_LEVELS)
     sub = p.add_subparsers(dest="command", required=True)
 

@@ -24,10 +24,9 @@ from pathlib import Path
 import cv2
 
 from pipeline.config import EvidenceConfig
-from pipeline.frames import EndOfStream, FrameResult
+from pipeline.draw import annotate
+from pipeline.frames import EndOfStream, Event, FrameResult
 from pipeline.queues import BoundedQueue
-from pipeline.rules.engine import Event
-from pipeline.sinks.video import draw_detections, draw_overlay
 from pipeline.stage import CameraSet, Stage, StageContext, consume
 
 log = logging.getLogger(__name__)
@@ -40,13 +39,6 @@ class _PendingClip:
     until_pts: float
     frames: list[FrameResult] = field(default_factory=list)
     held_end: Event | None = None  # the incident ended before its clip: published after the clip
-
-
-def annotate(result: FrameResult):  # noqa: ANN201 - np.ndarray
-    canvas = result.frame.image.copy()
-    draw_overlay(canvas, result)
-    draw_detections(canvas, result)
-    return canvas
 
 
 class EvidenceStage(Stage):

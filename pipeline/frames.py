@@ -1,4 +1,8 @@
-"""The only types that cross queues: Frame, Batch, Detections, FrameResult and EndOfStream.
+"""The types that cross queues: Frame, Batch, Detections, FrameResult, Event and EndOfStream.
+
+Owns these small data types and nothing else: no stage, sink or rule logic lives here, and it
+imports nothing from the pipeline at run time (the slot type only for annotations), so every
+stage can depend on it without a cycle.
 
 A frame is stamped once at capture (monotonic clock for ages, wall clock for records) and every
 later stage measures its age against that stamp, so latency is visible wherever it grows.
@@ -7,13 +11,14 @@ later stage measures its age against that stamp, so latency is visible wherever 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 if TYPE_CHECKING:
-    from pipeline.preprocess import Slot
+    from pipeline.slots import Slot
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,13 +78,34 @@ class Frame:
         return ((time.monotonic() if now_mono is None else now_mono) - self.capture_mono) * 1000.0
 
 
-@dataclass(frozen=True, slots=True)
-class Detections:
-    """Detections of one frame in original-frame pixels. Validates its own shapes."""
+Index = np.ndarray | slice | list[int] | int
 
-    xyxy: np.ndarray  # (N, 4) float32
-    confidence: np.ndarray  # (N,) float32
-    class_id: np.ndarray  # (N,) int64
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Detections:
+    """Detections of one frame in original-frame pixels: a frozen container that validates its own
+    shapes and is indexed like a numpy array (by a boolean mask, an index array or a slice), in the
+    spirit of supervision's `Detections`.
+
+    Args:
+        xyxy: (N, 4) float32 boxes, x1 y1 x2 y2.
+        confidence: (N,) float32 scores.
+        class_id: (N,) int64 class ids.
+        track_id: (N,) int64 track ids (-1: not on a track yet), or None when the camera is not
+            tracked (it has no rules).
+        data: extra per-detection arrays of length N (e.g. keypoints), kept aligned by indexing.
+
+    Example:
+        >>> det = Detections(np.zeros((2, 4), np.float32), np.array([0.9, 0.2], np.float32), np.array([0, 2]))
+        >>> len(det[det.confidence > 0.5])
+        1
+    """
+
+    xyxy: np.ndarray
+    confidence: np.ndarray
+    class_id: np.ndarray
+    track_id: np.ndarray | None = None
+    data: Mapping[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.xyxy.ndim != 2 or self.xyxy.shape[1] != 4:
@@ -89,12 +115,39 @@ class Detections:
             raise ValueError(f"confidence must have shape ({n},), got {self.confidence.shape}")
         if self.class_id.shape != (n,):
             raise ValueError(f"class_id must have shape ({n},), got {self.class_id.shape}")
+        if self.track_id is not None and self.track_id.shape != (n,):
+            raise ValueError(f"track_id must have shape ({n},) or be None, got {self.track_id.shape}")
+        for key, value in self.data.items():
+            if len(value) != n:
+                raise ValueError(f"data[{key!r}] must have {n} rows (one per detection), got {len(value)}")
 
     def __len__(self) -> int:
         return int(self.xyxy.shape[0])
 
+    def __getitem__(self, index: Index) -> Detections:
+        """The detections selected by a boolean mask, an index array, a slice or one index."""
+        if isinstance(index, (int, np.integer)):
+            index = [int(index)]
+        return Detections(
+            self.xyxy[index],
+            self.confidence[index],
+            self.class_id[index],
+            None if self.track_id is None else self.track_id[index],
+            {k: v[index] for k, v in self.data.items()},
+        )
+
+    @property
+    def tracked(self) -> bool:
+        """Whether these detections went through a tracker (track_id is set, -1 for unmatched)."""
+        return self.track_id is not None
+
+    def with_track_ids(self, track_id: np.ndarray) -> Detections:
+        """The same detections with (N,) track ids (-1: not on a track)."""
+        return Detections(self.xyxy, self.confidence, self.class_id, np.asarray(track_id, np.int64), self.data)
+
     @classmethod
     def empty(cls) -> Detections:
+        """No detections (untracked)."""
         return cls(np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0,), np.int64))
 
 
@@ -123,12 +176,37 @@ class FrameResult:
     """A frame with its detections, on its way to the sinks."""
 
     frame: Frame
-    detections: Detections
+    detections: Detections  # with track ids on cameras that have rules (see Detections.tracked)
     class_names: dict[int, str]
-    # With tracking (cameras that have rules): (N,) ids aligned with detections, -1 = untracked.
-    track_ids: np.ndarray | None = None
     alerts: tuple[str, ...] = ()  # rules with an incident open on this frame
     overlay: Overlay | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One incident transition. Field names are the published schema (README, "Events")."""
+
+    event_id: str  # one id per incident: its start, updates and end share it
+    kind: str  # start | update | end
+    rule: str
+    rule_type: str
+    camera: str
+    track_ids: list[int]
+    classes: list[str]
+    zone: str | None
+    line: str | None
+    ts: float  # wall clock of the frame that caused it
+    started_ts: float  # wall clock of the incident's start
+    seq: int
+    boxes: list[list[float]]
+    confidence: list[float]
+    data: dict[str, Any] = field(default_factory=dict)  # rule-specific: counts, direction, distance
+    snapshot: str | None = None
+    clip: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The event as its published JSON object."""
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from pipeline.backends.base import Backend
 from pipeline.frames import EndOfStream
-from pipeline.preprocess import SlotRing
+from pipeline.slots import SlotRing
 from pipeline.queues import BoundedQueue
 from pipeline.stage import CameraSet, Stage, StageContext, consume
 

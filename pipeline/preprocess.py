@@ -1,8 +1,8 @@
-"""Letterbox + normalise into a ring of reusable input slots, and the preprocess stage.
+"""Letterbox + normalise into the rows of ring slots (`pipeline.slots`), and the preprocess stage
+that batches frames across a model's cameras.
 
-Double buffering: the stage fills slot k while inference runs slot k-1 and postprocess decodes
-slot k-2. A slot holds its batch's input tensor *and* the backend's output tensors, so it goes back
-to the ring only when postprocess has read the outputs; nothing is allocated per frame.
+Owns the letterbox arithmetic and the batching policy; it does not own the slots (slots.py) nor
+decide which frames exist (capture) or what inference does with them.
 
 Letterbox arithmetic follows Ultralytics (LetterBox, scale_boxes) exactly, so that boxes and scores
 agree with Ultralytics' own pipeline on the same model:
@@ -15,17 +15,18 @@ from __future__ import annotations
 
 import logging
 import queue
-import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from pipeline.frames import Batch, EndOfStream, Frame, Letterbox
-from pipeline.queues import POLL_S, BoundedQueue, FanIn, Stopped
+from pipeline.queues import BoundedQueue, FanIn
+from pipeline.slots import Rect, Slot, SlotRing
 from pipeline.stage import CameraSet, Stage, StageContext
+from pipeline.waiting import POLL_S, Stopped
 
 if TYPE_CHECKING:
     from pipeline.inference import InferenceClock
@@ -66,9 +67,6 @@ class LetterboxScratch:
         return [self._planes[i * n : (i + 1) * n].reshape(h, w) for i in range(3)]
 
 
-Rect = tuple[int, int, int, int]  # x, y, w, h of the image inside the model input
-
-
 def letterbox_into(image: np.ndarray, dst: np.ndarray, scratch: LetterboxScratch, *,
                    pad_ready: Rect | None = None) -> tuple[Letterbox, Rect]:
     """Letterboxes BGR uint8 `image` into `dst` (3, H, W) float32 as RGB in 0..1.
@@ -97,67 +95,6 @@ def letterbox_into(image: np.ndarray, dst: np.ndarray, scratch: LetterboxScratch
     for channel in range(3):
         np.divide(planes[2 - channel], np.float32(255.0), out=roi[channel], casting="unsafe")
     return lb, rect
-
-
-@dataclass(eq=False, slots=True)
-class Slot:
-    """One batch worth of model input and output tensors, keyed by tensor name."""
-
-    index: int
-    inputs: dict[str, np.ndarray]
-    outputs: dict[str, np.ndarray]
-    # Where each input row's image sat last time (its padding is already written around it).
-    row_rects: list[Rect | None] = field(default_factory=list)
-    # Objects a backend binds to this slot's buffers (e.g. ONNX Runtime IOBindings), so that they
-    # live and die with the buffers they point into.
-    bindings: dict[tuple[object, int], object] = field(default_factory=dict)
-
-
-class SlotRing:
-    """A fixed set of slots handed out and returned; `acquire` waits (stop-checked) for a free one."""
-
-    def __init__(self, slots: list[Slot]) -> None:
-        if len(slots) < 2:
-            raise ValueError(f"a slot ring needs at least 2 slots for double buffering, got {len(slots)}")
-        self.slots = slots
-        self._free: queue.SimpleQueue[Slot] = queue.SimpleQueue()
-        self._in_use: set[int] = set()
-        self._lock = threading.Lock()
-        for slot in slots:
-            self._free.put(slot)
-
-    @classmethod
-    def allocate(cls, count: int, batch: int, input_specs: dict[str, tuple[tuple[int, ...], np.dtype]],
-                 output_specs: dict[str, tuple[tuple[int, ...], np.dtype]]) -> SlotRing:
-        slots = [
-            Slot(
-                index=i,
-                inputs={name: np.zeros((batch, *shape), dtype) for name, (shape, dtype) in input_specs.items()},
-                outputs={name: np.zeros((batch, *shape), dtype) for name, (shape, dtype) in output_specs.items()},
-                row_rects=[None] * batch,
-            )
-            for i in range(count)
-        ]
-        return cls(slots)
-
-    def acquire(self, stop: threading.Event) -> Slot:
-        while True:
-            try:
-                slot = self._free.get(timeout=POLL_S)
-            except queue.Empty:
-                if stop.is_set():
-                    raise Stopped("stopped while waiting for a free input slot") from None
-                continue
-            with self._lock:
-                self._in_use.add(slot.index)
-            return slot
-
-    def release(self, slot: Slot) -> None:
-        with self._lock:
-            if slot.index not in self._in_use:
-                raise RuntimeError(f"slot {slot.index} released twice (or never acquired)")
-            self._in_use.discard(slot.index)
-        self._free.put(slot)
 
 
 class PreprocessStage(Stage):

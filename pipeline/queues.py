@@ -20,20 +20,14 @@ from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
 from pipeline.frames import EndOfStream
+from pipeline.waiting import POLL_S, Stopped
 
 T = TypeVar("T")
-
-# How long one wait lasts before the stop event is checked again.
-POLL_S = 0.05
 
 
 class QueuePolicy(str, enum.Enum):
     BLOCK = "block"
     DROP_OLDEST = "drop_oldest"
-
-
-class Stopped(Exception):
-    """The graph's stop event was set while waiting."""
 
 
 class BoundedQueue(Generic[T]):

@@ -61,10 +61,11 @@ class Reloader:
             return {"ok": False, "errors": [f"{type(exc).__name__}: {exc}"]}
         for section in report.not_applied:
             log.warning("reload: %s changed; that needs a restart (not applied)", section)
+        for camera_id, why in report.failed.items():
+            log.error("reload: camera %s not changed (the next reload retries it): %s", camera_id, why)
         log.info("reload: added %s, removed %s, restarted %s", report.added or "none", report.removed or "none",
                  report.restarted or "none")
-        return {"ok": True, "added": report.added, "removed": report.removed, "restarted": report.restarted,
-                "not_applied": report.not_applied}
+        return report.to_dict()
 
     def reload_in_background(self) -> None:
         threading.Thread(target=self.reload, name="reload", daemon=True).start()

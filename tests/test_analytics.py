@@ -14,6 +14,8 @@ from pipeline.graph import build_graph
 from pipeline.rules.geometry import Polygon, anchor_points
 from pipeline.runner import execute
 from pipeline.stage import GraphFailed
+from tests.helpers import free_port
+from tests.helpers import read_jsonl as read
 
 from conftest import run_cli
 
@@ -42,18 +44,6 @@ sinks:
     path = tmp_path / "site.yaml"
     path.write_text(text)
     return path
-
-
-def read(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
-
-def free_port() -> int:
-    ctx = zmq.Context.instance()
-    sock = ctx.socket(zmq.PUB)
-    port = sock.bind_to_random_port("tcp://127.0.0.1")
-    sock.close(linger=0)
-    return port
 
 
 def test_one_start_event_per_track_that_entered_the_zone(tmp_path, media, model_path):

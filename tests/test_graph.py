@@ -1,11 +1,9 @@
 """The whole graph with real parts: real video decode, real ONNX Runtime, real files written."""
 
-import json
 import threading
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
@@ -13,26 +11,13 @@ from pipeline.config import load_config
 from pipeline.graph import build_graph
 from pipeline.runner import execute
 from pipeline.stage import GraphFailed, Stage, StageContext
+from tests.helpers import count_video_frames, read_jsonl
 
 
 def write_config(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "graph.yaml"
     path.write_text(text)
     return path
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
-
-def count_video_frames(path: Path) -> int:
-    cap = cv2.VideoCapture(str(path))
-    assert cap.isOpened(), f"{path} does not open as a video"
-    n = 0
-    while cap.read()[0]:
-        n += 1
-    cap.release()
-    return n
 
 
 def test_block_policy_loses_nothing_on_a_whole_video(tmp_path, model_path, media):

@@ -22,13 +22,10 @@ from pipeline.config import ConfigError, load_config
 from pipeline.graph import build_graph
 from pipeline.metrics import CameraState
 from pipeline.runner import Reloader, execute
-from tests.tools.rtsp import RtspServer, free_port, need_rtsp_server
+from tests.helpers import free_port, read_jsonl, wait_for
+from tests.tools.rtsp import RtspServer, need_rtsp_server
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def get_json(url: str) -> dict:
@@ -38,15 +35,6 @@ def get_json(url: str) -> dict:
             return json.loads(r.read())
     except OSError:
         return {}
-
-
-def wait_for(predicate, timeout: float, step: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return False
 
 
 class Running:

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from pipeline.frames import Letterbox
-from pipeline.preprocess import PAD_VALUE, LetterboxScratch, SlotRing, letterbox_geometry, letterbox_into
+from pipeline.preprocess import PAD_VALUE, LetterboxScratch, letterbox_geometry, letterbox_into
+from pipeline.slots import SlotRing
 from pipeline.queues import Stopped
 
 FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "ultralytics_reference.json").read_text())

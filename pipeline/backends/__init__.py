@@ -1,5 +1,35 @@
-"""Inference backends. The CPU path (ONNX Runtime) imports nothing from TensorRT or CUDA."""
+"""Inference backends. The CPU path (ONNX Runtime) imports nothing from TensorRT or CUDA.
 
-from pipeline.backends.base import Backend, ModelInfo, ModelLoadError, TensorSpec, create_backend
+`BACKENDS` maps a model config's `backend` to its class, imported on first use. Adding a backend
+is one module with a class that has `from_config`, `info`, `infer(slot, n)` and `close()`, one
+line here, and its name in `ModelConfig.backend` (config/schema.py).
+"""
 
-__all__ = ["Backend", "ModelInfo", "ModelLoadError", "TensorSpec", "create_backend"]
+from pipeline.backends.base import Backend, ModelInfo, ModelLoadError, TensorSpec
+from pipeline.registry import Registry, RegistryError
+
+BACKENDS: Registry[Backend] = Registry("backend", {
+    "onnxruntime": "pipeline.backends.onnxruntime:OnnxRuntimeBackend",
+    "tensorrt": "pipeline.backends.tensorrt:TensorRTBackend",
+})
+
+
+def create_backend(config: object, *, intra_op_threads: int | None = None) -> Backend:
+    """Loads the model of one `models[]` config entry with the backend it names.
+
+    Args:
+        config: the model's validated config (ModelConfig).
+        intra_op_threads: CPU threads per inference call, overriding the config's.
+
+    Returns:
+        The loaded backend. Raises ModelLoadError when the model or its backend cannot be loaded.
+    """
+    name = config.backend  # type: ignore[attr-defined]
+    try:
+        cls = BACKENDS.get(name)
+    except RegistryError as exc:
+        raise ModelLoadError(f"model {config.id!r}: {exc}") from exc  # type: ignore[attr-defined]
+    return cls.from_config(config, intra_op_threads=intra_op_threads)
+
+
+__all__ = ["BACKENDS", "Backend", "ModelInfo", "ModelLoadError", "TensorSpec", "create_backend"]

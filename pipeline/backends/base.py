@@ -1,5 +1,8 @@
 """What every backend provides: model facts (ModelInfo) and `infer(slot, n)` on ring slots.
 
+Owns the backend protocol and the model facts shared by all backends; it never imports a concrete
+backend (they are found through `pipeline.backends.BACKENDS`, by the config's `backend`).
+
 Backends never allocate per call: inputs and outputs live in the preprocess ring's slots, keyed by
 tensor name, and `infer` reads rows 0..n-1 of the slot's input and writes the same rows of its
 outputs.
@@ -16,7 +19,8 @@ import numpy as np
 
 if TYPE_CHECKING:
     from pipeline.config import ModelConfig
-    from pipeline.preprocess import Slot
+    from pipeline.slots import Slot
+
 
 class ModelLoadError(RuntimeError):
     """A model cannot be found or loaded, or does not fit what the config says about it."""
@@ -45,12 +49,29 @@ class ModelInfo:
 
 
 class Backend(Protocol):
+    """An inference engine bound to one model. Implementations are registered by the model
+    config's `backend` in `pipeline.backends.BACKENDS`."""
+
     info: ModelInfo
+
+    @classmethod
+    def from_config(cls, config: ModelConfig, *, intra_op_threads: int | None = None) -> Backend:
+        """Loads the model a `models[]` entry describes.
+
+        Args:
+            config: the model's validated config.
+            intra_op_threads: CPU threads per inference call, overriding the config's.
+
+        Returns:
+            The loaded backend. Raises ModelLoadError saying what to change.
+        """
+        ...
 
     def infer(self, slot: Slot, n: int) -> None:
         """Runs rows 0..n-1 of `slot`'s inputs into the same rows of its outputs."""
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Frees what the backend holds (device memory, sessions); called once, after the run."""
 
 
 def missing_model_message(path: Path) -> str:
@@ -97,25 +118,3 @@ def parse_ultralytics_metadata(meta: dict[str, str]) -> tuple[dict[int, str], tu
             f"(re-export the model, or fix that metadata entry)"
         ) from None
     return names, imgsz, stride
-
-
-def create_backend(model: ModelConfig, *, intra_op_threads: int | None = None) -> Backend:
-    """Builds the backend the config asks for. Imports lazily so a CPU machine never imports GPU code."""
-    if model.backend == "onnxruntime":
-        from pipeline.backends.onnxruntime import OnnxRuntimeBackend
-
-        return OnnxRuntimeBackend(
-            model.path,
-            input_size=model.input_size,
-            class_names=model.names,
-            device=model.device,
-            intra_op_threads=intra_op_threads if intra_op_threads is not None else model.threads,
-        )
-    if model.backend == "tensorrt":
-        from pipeline.backends.tensorrt import TensorRTBackend, resolve_engine
-
-        engine = resolve_engine(model.path, precision=model.precision, max_batch=model.batch, build=model.build_engine,
-                                device=model.gpu_device)
-        return TensorRTBackend(engine, class_names=model.names, device=model.gpu_device,
-                               gpu_preprocess=model.gpu_preprocess)
-    raise ModelLoadError(f"model {model.id!r}: backend {model.backend!r} is not available in this build")

@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import onnxruntime as ort
 
 from pipeline.backends.base import ModelInfo, ModelLoadError, TensorSpec, missing_model_message, parse_ultralytics_metadata
-from pipeline.preprocess import Slot
+from pipeline.slots import Slot
+
+if TYPE_CHECKING:
+    from pipeline.config import ModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +24,21 @@ _ORT_DTYPES = {"tensor(float)": np.dtype(np.float32), "tensor(float16)": np.dtyp
 
 
 class OnnxRuntimeBackend:
+    """ONNX Runtime on the CPU (or its CUDA provider with onnxruntime-gpu) (`backend: onnxruntime`).
+
+    Args:
+        path: the .onnx file.
+        input_size: [H, W] for models with a dynamic image size and no `imgsz` metadata.
+        class_names: overrides the model's class names.
+        device: auto (CUDA provider when installed, else CPU), cpu or cuda.
+        intra_op_threads: ONNX Runtime's threads per call (default: all cores).
+    """
+
+    @classmethod
+    def from_config(cls, config: ModelConfig, *, intra_op_threads: int | None = None) -> OnnxRuntimeBackend:
+        return cls(config.path, input_size=config.input_size, class_names=config.names, device=config.device,
+                   intra_op_threads=intra_op_threads if intra_op_threads is not None else config.threads)
+
     def __init__(
         self,
         path: Path,

@@ -18,7 +18,7 @@ from __future__ import annotations
 import datetime
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -33,6 +33,9 @@ from pipeline.backends.engine_cache import (
     rebuild_hint,
     sha256_file,
 )
+
+if TYPE_CHECKING:
+    from pipeline.config import ModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +169,21 @@ def resolve_engine(path: Path, *, precision: str, max_batch: int, build: bool, e
 
 
 class TensorRTBackend:
+    """A TensorRT 10 engine on an NVIDIA GPU (`backend: tensorrt`), fed from a pinned slot ring.
+
+    Args:
+        engine_path: the serialized engine (see `resolve_engine` and `vigil build-engine`).
+        class_names: overrides the class names recorded with the engine.
+        device: CUDA device index.
+        gpu_preprocess: letterbox on the GPU with the NVRTC kernel.
+    """
+
+    @classmethod
+    def from_config(cls, config: ModelConfig, *, intra_op_threads: int | None = None) -> TensorRTBackend:
+        engine = resolve_engine(config.path, precision=config.precision, max_batch=config.batch,
+                                build=config.build_engine, device=config.gpu_device)
+        return cls(engine, class_names=config.names, device=config.gpu_device, gpu_preprocess=config.gpu_preprocess)
+
     def __init__(self, engine_path: Path, *, class_names: dict[int, str] | None = None, device: int = 0,
                  gpu_preprocess: bool = True) -> None:
         from pipeline.cuda.memory import Stream

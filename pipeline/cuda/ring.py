@@ -1,7 +1,7 @@
 """A ring of slots whose tensors live in pinned host memory, each with matching device buffers
 and events, for the TensorRT backend.
 
-A slot is the same `preprocess.Slot` the CPU path uses (numpy arrays keyed by tensor name, here
+A slot is the same `slots.Slot` the CPU path uses (numpy arrays keyed by tensor name, here
 views of pinned memory), so preprocess and postprocess do not change. Each slot also carries a
 `DeviceSlot` in `slot.bindings["cuda"]`: a device buffer per tensor and two events, `h2d_done` and
 `d2h_done`. `acquire` hands a slot out only after its last copies have completed, so preprocess
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pipeline.cuda.memory import DeviceBuffer, Event, PinnedBuffer
-from pipeline.preprocess import Slot, SlotRing
+from pipeline.slots import Slot, SlotRing
 
 # How long acquire waits for a slot's copies (a healthy GPU needs microseconds to milliseconds).
 COPY_WAIT_S = 10.0

@@ -7,7 +7,7 @@ import time
 from pipeline.frames import Batch, EndOfStream, FrameResult
 from pipeline.metrics import CameraMetrics
 from pipeline.postprocess.yolo import YoloDecoder
-from pipeline.preprocess import SlotRing
+from pipeline.slots import SlotRing
 from pipeline.queues import BoundedQueue
 from pipeline.stage import CameraSet, Stage, StageContext, consume
 

@@ -15,34 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.frames import Detections, Event
 from pipeline.rules.debounce import Debouncer, Transition
 from pipeline.rules.geometry import Anchor, Line, Polygon, anchor_points
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One incident transition. Field names are the published schema (README, "Events")."""
-
-    event_id: str  # one id per incident: its start, updates and end share it
-    kind: str  # start | update | end
-    rule: str
-    rule_type: str
-    camera: str
-    track_ids: list[int]
-    classes: list[str]
-    zone: str | None
-    line: str | None
-    ts: float  # wall clock of the frame that caused it
-    started_ts: float  # wall clock of the incident's start
-    seq: int
-    boxes: list[list[float]]
-    confidence: list[float]
-    data: dict[str, Any] = field(default_factory=dict)  # rule-specific: counts, direction, distance
-    snapshot: str | None = None
-    clip: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +35,15 @@ class FrameTracks:
     class_names: dict[int, str]
     # Work shared by the rules of one frame (anchor points, zone membership), filled on first use.
     cache: dict[tuple[str, ...], np.ndarray] = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def of(cls, camera: str, seq: int, t: float, wall: float, tracked: Detections,
+           class_names: dict[int, str]) -> FrameTracks:
+        """The rules' view of `tracked`: detections that are on a track (track_id >= 0)."""
+        if tracked.track_id is None:
+            raise ValueError(f"camera {camera!r}: rules need tracked detections (track_id set), got untracked ones")
+        return cls(camera, seq, t, wall, tracked.xyxy, tracked.track_id, tracked.class_id, tracked.confidence,
+                   class_names)
 
     def anchors(self, anchor: Anchor) -> np.ndarray:
         key = ("anchor", anchor)

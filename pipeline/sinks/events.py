@@ -9,18 +9,28 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import zmq
 
-from pipeline.frames import FrameResult
-from pipeline.rules.engine import Event
-from pipeline.sinks.base import Sink
+from pipeline.frames import Event, FrameResult
+from pipeline.sinks.base import Sink, SinkContext
 from pipeline.sinks.jsonl import JsonLinesFile
+
+if TYPE_CHECKING:
+    from pipeline.config import EventsSinkConfig, ZmqSinkConfig
 
 log = logging.getLogger(__name__)
 
 
 class ZmqEventSink(Sink):
+    """Publishes each event on a ZeroMQ PUB socket, topic `CAMERA/RULE` (`type: zmq`).
+
+    Args:
+        endpoint: where the socket binds, e.g. tcp://127.0.0.1:5560.
+        hwm: events queued per subscriber before ZeroMQ drops for it.
+    """
+
     wants_frames = False
     wants_events = True
 
@@ -31,6 +41,10 @@ class ZmqEventSink(Sink):
         self._ctx: zmq.Context | None = None
         self._socket: zmq.Socket | None = None
         self.published = 0
+
+    @classmethod
+    def from_config(cls, config: ZmqSinkConfig, context: SinkContext) -> ZmqEventSink:
+        return cls(config.endpoint, hwm=config.hwm)
 
     def open(self) -> None:
         self._ctx = zmq.Context()
@@ -68,6 +82,12 @@ class ZmqEventSink(Sink):
 
 
 class EventsJsonlSink(Sink):
+    """Writes each event as one JSON line (`type: events`).
+
+    Args:
+        path: the output file.
+    """
+
     wants_frames = False
     wants_events = True
 
@@ -75,6 +95,10 @@ class EventsJsonlSink(Sink):
         self.path = Path(path)
         self.name = f"events:{self.path.name}"
         self._out = JsonLinesFile(self.path)
+
+    @classmethod
+    def from_config(cls, config: EventsSinkConfig, context: SinkContext) -> EventsJsonlSink:
+        return cls(config.path)
 
     def open(self) -> None:
         self._out.open()

@@ -12,15 +12,24 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
 from pipeline.frames import FrameResult
-from pipeline.sinks.base import Sink
+from pipeline.sinks.base import Sink, SinkContext
+
+if TYPE_CHECKING:
+    from pipeline.config import JsonlSinkConfig
 
 
 def frame_record(result: FrameResult, now_mono: float) -> dict[str, Any]:
+    """The JSON Lines record of one frame (format in the module docstring).
+
+    Args:
+        result: the frame and its detections.
+        now_mono: monotonic time of writing, for `age_ms`.
+    """
     frame, det = result.frame, result.detections
     names = result.class_names
     boxes = det.xyxy.astype(np.float64).round(2).tolist()
@@ -30,8 +39,8 @@ def frame_record(result: FrameResult, now_mono: float) -> dict[str, Any]:
         {"class_id": c, "class_name": names.get(c, str(c)), "confidence": s, "box": b}
         for c, s, b in zip(class_ids, confidences, boxes, strict=True)
     ]
-    if result.track_ids is not None:  # cameras with rules are tracked: -1 = not (yet) on a track
-        for d, track_id in zip(detections, result.track_ids.tolist(), strict=True):
+    if det.track_id is not None:  # cameras with rules are tracked: -1 = not (yet) on a track
+        for d, track_id in zip(detections, det.track_id.tolist(), strict=True):
             d["track_id"] = track_id
     record = {
         "camera": frame.camera_id,
@@ -43,7 +52,7 @@ def frame_record(result: FrameResult, now_mono: float) -> dict[str, Any]:
         "height": frame.height,
         "detections": detections,
     }
-    if result.track_ids is not None:
+    if det.track_id is not None:
         record["alerts"] = list(result.alerts)
     return record
 
@@ -72,10 +81,20 @@ class JsonLinesFile:
 
 
 class JsonlSink(Sink):
+    """One JSON Lines record per frame (`type: jsonl`).
+
+    Args:
+        path: the output file (created with its folder; replaced if it exists).
+    """
+
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.name = f"jsonl:{self.path.name}"
         self._out = JsonLinesFile(self.path)
+
+    @classmethod
+    def from_config(cls, config: JsonlSinkConfig, context: SinkContext) -> JsonlSink:
+        return cls(config.path)
 
     def open(self) -> None:
         self._out.open()

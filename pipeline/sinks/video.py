@@ -9,21 +9,19 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
+from pipeline.draw import annotate, draw_detections, draw_header, draw_overlay, fit_into
 from pipeline.frames import FrameResult
-from pipeline.sinks.base import Sink
+from pipeline.sinks.base import Sink, SinkContext
+
+if TYPE_CHECKING:
+    from pipeline.config import VideoSinkConfig
 
 log = logging.getLogger(__name__)
-
-# Distinct BGR colours, picked by class id.
-PALETTE: list[tuple[int, int, int]] = [
-    (56, 56, 255), (151, 157, 255), (31, 112, 255), (29, 178, 255), (49, 210, 207), (10, 249, 72),
-     (23, 204, 146), (134, 219, 61), (52, 147, 26), (187, 212, 0), (168, 153, 44), (255, 194, 0),
-     (147, 69, 52), (255, 115, 100), (236, 24, 0), (255, 56, 132), (133, 0, 82), (255, 56, 203),
-     (200, 149, 255), (199, 55, 255)]
 
 
 @dataclass(slots=True)
@@ -35,55 +33,22 @@ class _CameraWriter:
     fps: float = 0.0
 
 
-def _fit_into(image: np.ndarray, canvas: np.ndarray) -> None:
-    """Scales `image` to fit `canvas`, centred, keeping its aspect ratio; the rest is black."""
-    ch, cw = canvas.shape[:2]
-    h, w = image.shape[:2]
-    scale = min(cw / w, ch / h)
-    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-    x, y = (cw - nw) // 2, (ch - nh) // 2
-    canvas.fill(0)
-    cv2.resize(image, (nw, nh), dst=canvas[y : y + nh, x : x + nw], interpolation=cv2.INTER_AREA)
-
-
-def draw_overlay(canvas: np.ndarray, result: FrameResult) -> None:
-    """Zones (filled red while any alert is open, else yellow outlines) and lines, with their ids."""
-    overlay = result.overlay
-    if overlay is None:
-        return
-    color = (0, 0, 255) if result.alerts else (0, 215, 255)
-    for name, pts in overlay.zones.items():
-        poly = pts.round().astype(np.int32)
-        cv2.polylines(canvas, [poly], True, color, 2, cv2.LINE_AA)
-        cv2.putText(canvas, name, tuple(poly[0]), cv2.FONT_HERSHEY_SIMPLEX, 0.5, color, 1, cv2.LINE_AA)
-    for name, (a, b) in overlay.lines.items():
-        pa, pb = tuple(a.round().astype(int).tolist()), tuple(b.round().astype(int).tolist())
-        cv2.line(canvas, pa, pb, (255, 255, 0), 2, cv2.LINE_AA)
-        cv2.putText(canvas, name, pa, cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 0), 1, cv2.LINE_AA)
-    if result.alerts:
-        text = "ALERT: " + ", ".join(result.alerts)
-        h = canvas.shape[0]
-        cv2.rectangle(canvas, (0, h - 28), (min(canvas.shape[1], 14 + 11 * len(text)), h), (0, 0, 200), -1)
-        cv2.putText(canvas, text, (8, h - 9), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 2, cv2.LINE_AA)
-
-
-def draw_detections(canvas: np.ndarray, result: FrameResult) -> None:
-    det = result.detections
-    thickness = max(1, round(min(canvas.shape[:2]) / 400))
-    track_ids = result.track_ids.tolist() if result.track_ids is not None else [-1] * len(det)
-    for (x1, y1, x2, y2), conf, cls, track in zip(det.xyxy.astype(int).tolist(), det.confidence.tolist(),
-                                                   det.class_id.tolist(), track_ids, strict=True):
-        color = PALETTE[(track if track >= 0 else cls) % len(PALETTE)]
-        cv2.rectangle(canvas, (x1, y1), (x2, y2), color, thickness)
-        label = f"#{track} " if track >= 0 else ""
-        label += f"{result.class_names.get(cls, str(cls))} {conf:.2f}"
-        (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
-        top = max(y1 - th - base - 2, 0)
-        cv2.rectangle(canvas, (x1, top), (x1 + tw + 2, top + th + base + 2), color, -1)
-        cv2.putText(canvas, label, (x1 + 1, top + th + 1), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
-
-
 class VideoSink(Sink):
+    """Annotated MP4 per camera (`type: video`).
+
+    Args:
+        path_template: the output path; `{camera}` is replaced by the camera id.
+        fps: the file's rate; None: the source's rate (`source_fps`), else 25.
+        codec: FourCC code for OpenCV's writer.
+        source_fps: camera id -> its source's native rate, if known.
+    """
+
+    @classmethod
+    def from_config(cls, config: VideoSinkConfig, context: SinkContext) -> VideoSink:
+        metrics = context.metrics
+        return cls(config.path, fps=config.fps, codec=config.codec,
+                   source_fps=lambda camera_id: metrics.camera(camera_id).source_fps)
+
     def __init__(self, path_template: Path, *, fps: float | None, codec: str = "mp4v", source_fps: Callable[[str], float | None]) -> None:
         self.path_template = str(path_template)
         self.name = f"video:{Path(self.path_template).name}"
@@ -134,14 +99,8 @@ class VideoSink(Sink):
         else:
             # A directory of images of mixed sizes: one video file has one size, so this frame is
             # drawn at its own size and fitted (letterboxed, black bars) into the file's.
-            drawn = frame.image.copy()
-            draw_overlay(drawn, result)
-            draw_detections(drawn, result)
-            _fit_into(drawn, cam.canvas)
-        header = f"{frame.camera_id}  {cam.fps:.1f} fps"
-        (tw, th), base = cv2.getTextSize(header, cv2.FONT_HERSHEY_SIMPLEX, 0.6, 2)
-        cv2.rectangle(cam.canvas, (0, 0), (tw + 16, th + base + 12), (0, 0, 0), -1)
-        cv2.putText(cam.canvas, header, (8, th + 6), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 255, 255), 2, cv2.LINE_AA)
+            fit_into(annotate(result), cam.canvas)
+        draw_header(cam.canvas, f"{frame.camera_id}  {cam.fps:.1f} fps")
         cam.writer.write(cam.canvas)
 
     def end_camera(self, camera_id: str) -> None:

@@ -12,6 +12,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -47,7 +48,24 @@ class Source(ABC):
 
     `read` returning None means the stream has truly ended (end of a file); a source that can fail
     and come back (RTSP, USB) raises SourceError instead, and the live capture reconnects. A source
-    object serves one connection: the live capture makes a new one for every attempt."""
+    object serves one connection: the live capture makes a new one for every attempt.
+
+    Each source class is registered by its config `type` in `pipeline.sources.SOURCES` and built
+    through `from_config`."""
+
+    @classmethod
+    def from_config(cls, config: Any, *, camera_id: str, read_timeout_s: float) -> Source:
+        """Builds the source from a camera's validated `source:` section.
+
+        Args:
+            config: the source's pydantic model (its `type` selected this class).
+            camera_id: the camera's id (a name for sources that have none of their own).
+            read_timeout_s: how long one read may block (network and device sources).
+
+        Returns:
+            A source, not opened yet.
+        """
+        raise NotImplementedError(f"{cls.__name__} does not implement from_config")
 
     @property
     @abstractmethod

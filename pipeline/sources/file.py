@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import logging
 from pathlib import Path
 
@@ -9,10 +11,19 @@ import cv2
 
 from pipeline.sources.base import Source, SourceError, SourceFrame, SourceInfo
 
+if TYPE_CHECKING:
+    from pipeline.config import FileSourceConfig
+
 log = logging.getLogger(__name__)
 
 
 class VideoFileSource(Source):
+    """A video file decoded by OpenCV/FFmpeg (`type: file`), optionally looped or cut at max_frames."""
+
+    @classmethod
+    def from_config(cls, config: FileSourceConfig, *, camera_id: str, read_timeout_s: float) -> VideoFileSource:
+        return cls(config.path, loop=config.loop, max_frames=config.max_frames)
+
     def __init__(self, path: Path, *, loop: bool = False, max_frames: int | None = None) -> None:
         self.path = Path(path)
         self.loop = loop

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pathlib import Path
 
 import cv2
 
 from pipeline.sources.base import Source, SourceError, SourceFrame, SourceInfo
+
+if TYPE_CHECKING:
+    from pipeline.config import ImagesSourceConfig
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 
@@ -26,6 +31,12 @@ def list_images(path: Path) -> list[Path]:
 
 
 class ImageSource(Source):
+    """An image file or a folder of images, in name order (`type: images`)."""
+
+    @classmethod
+    def from_config(cls, config: ImagesSourceConfig, *, camera_id: str, read_timeout_s: float) -> ImageSource:
+        return cls(config.path)
+
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._files: list[Path] = []

@@ -7,6 +7,8 @@ One RtspSource is one connection; the live capture (sources/live.py) makes a new
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import base64
 import contextlib
 import os
@@ -20,6 +22,9 @@ import cv2
 
 from pipeline.redact import mask_url
 from pipeline.sources.base import Source, SourceError, SourceFrame, SourceInfo
+
+if TYPE_CHECKING:
+    from pipeline.config import RtspSourceConfig
 
 _OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
 
@@ -59,6 +64,13 @@ _OPTIONS = _CaptureOptions()
 
 
 class RtspSource(Source):
+    """An RTSP stream through OpenCV/FFmpeg (`type: rtsp`); one object per connection."""
+
+    @classmethod
+    def from_config(cls, config: RtspSourceConfig, *, camera_id: str, read_timeout_s: float) -> RtspSource:
+        return cls(config.url, transport=config.transport, open_timeout_s=config.open_timeout_s,
+                   read_timeout_s=read_timeout_s)
+
     def __init__(self, url: str, *, transport: str = "tcp", open_timeout_s: float = 5.0,
                  read_timeout_s: float = 3.0) -> None:
         self.url = url

@@ -4,12 +4,23 @@ For tests and benchmarks that need a camera with known timing and no decoder in 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from pipeline.sources.base import Source, SourceFrame, SourceInfo
 
+if TYPE_CHECKING:
+    from pipeline.config import SyntheticSourceConfig
+
 
 class SyntheticSource(Source):
+    """A moving rectangle at a given size (`type: synthetic`), for tests and benchmarks."""
+
+    @classmethod
+    def from_config(cls, config: SyntheticSourceConfig, *, camera_id: str, read_timeout_s: float) -> SyntheticSource:
+        return cls(config.width, config.height, frames=config.frames, name=camera_id)
+
     def __init__(self, width: int, height: int, *, frames: int | None, name: str = "synthetic") -> None:
         self.width = width
         self.height = height

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import os
 
 import cv2
 
 from pipeline.sources.base import Source, SourceError, SourceFrame, SourceInfo
 
+if TYPE_CHECKING:
+    from pipeline.config import UsbSourceConfig
+
 
 class UsbSource(Source):
+    """A V4L2 camera, /dev/videoN or an index (`type: usb`); one object per connection."""
+
+    @classmethod
+    def from_config(cls, config: UsbSourceConfig, *, camera_id: str, read_timeout_s: float) -> UsbSource:
+        return cls(config.device, width=config.width, height=config.height, fps=config.fps, fourcc=config.fourcc,
+                   open_timeout_s=config.open_timeout_s, read_timeout_s=read_timeout_s)
+
     def __init__(self, device: str | int, *, width: int | None = None, height: int | None = None,
                  fps: float | None = None, fourcc: str | None = None, open_timeout_s: float = 5.0,
                  read_timeout_s: float = 3.0) -> None:

@@ -14,7 +14,8 @@ import pytest
 
 from pipeline.frames import Frame
 from pipeline.postprocess.yolo import DecodeParams, YoloDecoder
-from pipeline.preprocess import LetterboxScratch, SlotRing, letterbox_into
+from pipeline.preprocess import LetterboxScratch, letterbox_into
+from pipeline.slots import SlotRing
 
 FIXTURE = json.loads((Path(__file__).parent.parent / "fixtures" / "ultralytics_reference.json").read_text())
 IMAGES = list(FIXTURE["images"])

@@ -17,7 +17,8 @@ from pipeline.sources.live import READ_TIMEOUT_MARGIN_S, Backoff, LiveCaptureSta
 from pipeline.sources.rtsp import RtspSource, diagnose
 from pipeline.sources.usb import UsbSource
 from pipeline.stage import GraphRunner
-from tests.tools.rtsp import FreezableProxy, RtspServer, free_port, need_rtsp_server
+from tests.helpers import free_port, wait_for
+from tests.tools.rtsp import FreezableProxy, RtspServer, need_rtsp_server
 
 
 @pytest.fixture(scope="module")
@@ -45,16 +46,6 @@ def camera(cid: str, url: str, **settings) -> LiveCaptureStage:
     q = BoundedQueue(f"{cid}>out", 2, QueuePolicy.DROP_OLDEST)
     return LiveCaptureStage(cid, lambda: RtspSource(url, open_timeout_s=s.open_timeout_s, read_timeout_s=s.stall_timeout_s + READ_TIMEOUT_MARGIN_S),
                             q, s, rng=random.Random(0))
-
-
-def wait_for(predicate, timeout: float, step: float = 0.05) -> float | None:
-    """Seconds until predicate() held, or None on timeout."""
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if predicate():
-            return time.monotonic() - start
-        time.sleep(step)
-    return None
 
 
 def run_cameras(*cams: LiveCaptureStage) -> GraphRunner:

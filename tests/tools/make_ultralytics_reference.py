@@ -74,7 +74,7 @@ def _det_list(result, names):
             "confidence": round(float(s), 6),
             "box": [round(float(v), 4) for v in b],
         }
-        for b, s, c in zip(xyxy, conf, cls)
+        for b, s, c in zip(xyxy, conf, cls, strict=True)
     ]
     dets.sort(key=lambda d: d["confidence"], reverse=True)
     return dets
@@ -136,8 +136,8 @@ def main() -> int:
         and all(
             a["class_id"] == b["class_id"]
             and abs(a["confidence"] - b["confidence"]) < 1e-4
-            and max(abs(x - y) for x, y in zip(a["box"], b["box"])) < 1e-2
-            for a, b in zip(images[n], images_b1[n])
+            and max(abs(x - y) for x, y in zip(a["box"], b["box"], strict=True)) < 1e-2
+            for a, b in zip(images[n], images_b1[n], strict=True)
         )
         for n in IMAGES
     )

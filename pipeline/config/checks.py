@@ -1,0 +1,103 @@
+"""Checks between sections, after each section validated on its own (schema.py).
+
+Owns `cross_check` (ids unique, references to models, zones, lines and cameras that exist, outputs
+that do not collide, live cameras not blocking) and `check_files` (the files a config names exist,
+for `validate`). Issues come from `LoadedConfig.issue`, so they carry the key's line.
+
+cross_check must not touch the file system: load_config runs it on every (re)load. Only
+check_files looks at files, and only to stat them.
+"""
+
+from __future__ import annotations
+
+from pipeline.config.errors import ConfigIssue, LoadedConfig, did_you_mean
+from pipeline.config.schema import FileSourceConfig, ImagesSourceConfig, LineCrossingRule, VideoSinkConfig, ZmqSinkConfig
+from pipeline.paths import SHARED_ENV
+
+
+def cross_check(loaded: LoadedConfig) -> list[ConfigIssue]:
+    """Rules between sections: unique ids, references that exist, outputs that do not collide."""
+    cfg = loaded.config
+    issues: list[ConfigIssue] = []
+    for section, items in (("cameras", cfg.cameras), ("models", cfg.models)):
+        seen: dict[str, int] = {}
+        for i, item in enumerate(items):
+            if item.id in seen:
+                issues.append(loaded.issue((section, i, "id"), f"duplicate id {item.id!r} (also {section}[{seen[item.id]}])"))
+            else:
+                seen[item.id] = i
+    model_ids = [m.id for m in cfg.models]
+    camera_ids = [c.id for c in cfg.cameras]
+    for i, cam in enumerate(cfg.cameras):
+        if cam.model not in model_ids:
+            issues.append(loaded.issue(("cameras", i, "model"),
+                                       f"camera {cam.id!r} refers to unknown model {cam.model!r}"
+                                       f"{did_you_mean(cam.model, model_ids)}; models are {model_ids}"))
+    for i, cam in enumerate(cfg.cameras):
+        if cam.live and cam.queue.policy == "block":
+            issues.append(loaded.issue(("cameras", i, "queue", "policy"),
+                                       f"camera {cam.id!r} is live: its queue must be drop_oldest (a blocked reader lets the "
+                                       f"decoder's buffer fill with stale frames), got block"))
+        for section in ("zones", "lines", "rules"):
+            seen_ids: dict[str, int] = {}
+            for j, item in enumerate(getattr(cam, section)):
+                if item.id in seen_ids:
+                    issues.append(loaded.issue(("cameras", i, section, j, "id"),
+                                               f"duplicate id {item.id!r} (also {section}[{seen_ids[item.id]}])"))
+                seen_ids.setdefault(item.id, j)
+        for j, ln in enumerate(cam.lines):
+            if tuple(ln.points[0]) == tuple(ln.points[1]):
+                issues.append(loaded.issue(("cameras", i, "lines", j, "points"),
+                                           f"line {ln.id!r} has two equal points: it can never be crossed"))
+        zone_ids, line_ids = [z.id for z in cam.zones], [ln.id for ln in cam.lines]
+        for j, rule in enumerate(cam.rules):
+            ref, known = ("line", line_ids) if isinstance(rule, LineCrossingRule) else ("zone", zone_ids)
+            target = getattr(rule, ref, None)
+            if target is not None and target not in known:
+                issues.append(loaded.issue(("cameras", i, "rules", j, ref),
+                                           f"rule {rule.id!r} of camera {cam.id!r} refers to unknown {ref} {target!r}"
+                                           f"{did_you_mean(target, known)}; {ref}s are {known}"))
+    used = {c.model for c in cfg.cameras}
+    for i, model in enumerate(cfg.models):
+        if model.id not in used:
+            issues.append(loaded.issue(("models", i, "id"),
+                                       f"model {model.id!r} is fed by no camera (set model: {model.id} on a camera, or remove it)"))
+    outputs: dict[str, int] = {}
+    for i, sink in enumerate(cfg.sinks):
+        for j, cam_id in enumerate(sink.cameras or []):
+            if cam_id in (sink.cameras or [])[:j]:
+                issues.append(loaded.issue(("sinks", i, "cameras", j), f"camera {cam_id!r} is listed twice"))
+            elif cam_id not in camera_ids:
+                issues.append(loaded.issue(("sinks", i, "cameras", j),
+                                           f"unknown camera {cam_id!r}{did_you_mean(cam_id, camera_ids)}; cameras are {camera_ids}"))
+        if isinstance(sink, ZmqSinkConfig):
+            if sink.endpoint in outputs:
+                issues.append(loaded.issue(("sinks", i, "endpoint"), f"same endpoint as sinks[{outputs[sink.endpoint]}]: {sink.endpoint}"))
+            outputs.setdefault(sink.endpoint, i)
+            continue
+        if isinstance(sink, VideoSinkConfig) and len(cfg.sink_cameras(sink)) > 1 and "{camera}" not in str(sink.path):
+            issues.append(loaded.issue(("sinks", i, "path"),
+                                       f"a video sink for {len(cfg.sink_cameras(sink))} cameras needs '{{camera}}' in its path "
+                                       f"(one file per camera), got {str(sink.path)!r}"))
+        key = str(sink.path)
+        if key in outputs:
+            issues.append(loaded.issue(("sinks", i, "path"), f"same output file as sinks[{outputs[key]}]: {key}"))
+        outputs.setdefault(key, i)
+    return issues
+
+
+def check_files(loaded: LoadedConfig) -> list[ConfigIssue]:
+    """Every input path the config names exists (sources, models)."""
+    issues = []
+    for i, cam in enumerate(loaded.config.cameras):
+        src = cam.source
+        if isinstance(src, FileSourceConfig) and not src.path.is_file():
+            issues.append(loaded.issue(("cameras", i, "source", "path"), f"video file not found: {src.path}"))
+        if isinstance(src, ImagesSourceConfig) and not src.path.exists():
+            issues.append(loaded.issue(("cameras", i, "source", "path"), f"image file or directory not found: {src.path}"))
+    for i, model in enumerate(loaded.config.models):
+        if not model.path.is_file():
+            issues.append(loaded.issue(("models", i, "path"),
+                                       f"model file not found: {model.path} (put the ONNX file there, or set {SHARED_ENV} "
+                                       f"to the folder holding models/)"))
+    return issues

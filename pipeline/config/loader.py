@@ -1,0 +1,280 @@
+"""Reading a config: YAML with the line of every key, `${...}` references, then validation.
+
+`load_config(path)` reads the YAML file, records each key's line, expands references in every
+string value, validates (schema.py) and cross-checks (checks.py); every problem it finds is raised
+at once as a ConfigError of `file:line: key: message` lines. `config_from_data` does the same for a
+config built in code (the `detect` and `bench` commands). Relative paths are relative to the
+config file's folder (for `config_from_data`, its `base_dir`).
+
+References, in any string value (one pass: a value read from the environment or a file is used as
+it is, never searched for references again):
+
+- `${VAR}`: the environment variable VAR; unset is an error. VIGIL_SHARED defaults to ../shared.
+- `${VAR:-default}`: VAR, or `default` when VAR is unset or empty (as in the shell).
+- `${file:PATH}`: the contents of the file PATH, with trailing newlines stripped (as Docker and
+  Kubernetes secret files usually end), e.g. `url: rtsp://${CAM_USER}:${file:/run/secrets/cam_pw}@10.0.0.5/stream`.
+  A relative PATH is relative to the config file's folder. A file that is missing, unreadable, a
+  directory, over 64 KiB or not UTF-8 is an error on the value's line and key; no message ever
+  quotes a secret's content (each is masked as `***` in the issues of that config). `${file:-x}`
+  is still the variable `file` with a default. `config_from_data` expands `${file:...}` only: the
+  shell has already expanded `$VAR` in command-line options.
+
+A value with references stays a string: pydantic turns "4" into 4 where a field wants a number, and
+a secret such as "*pw" or "on" is never re-read as YAML.
+
+The loader only reads the config file and the secret files it names; whether a source or model
+file exists is `check_files`' business (checks.py), and nothing here loads a model.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from pipeline.config.checks import cross_check
+from pipeline.config.errors import ConfigError, ConfigIssue, LoadedConfig, _issues_from_pydantic, format_path, mask_secrets
+from pipeline.config.schema import VigilConfig
+from pipeline.paths import SHARED_ENV, shared_dir
+
+SECRET_MAX_BYTES = 64 * 1024
+# ${VAR}, ${VAR:-default} or ${file:PATH}. The variable form is tried first, so `${file:-x}` stays
+# the variable `file` with a default, as it was before secret files existed.
+_REF = re.compile(r"\$\{(?:([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?|file:([^}]*))\}")
+
+
+class _Expander:
+    """Expands the references in strings; collects the problems (as messages) and the secrets read."""
+
+    def __init__(self, base_dir: Path, *, env: bool = True) -> None:
+        self.base_dir = base_dir
+        self.env = env
+        self.secrets: list[str] = []
+        self._read: dict[Path, tuple[str | None, str | None]] = {}  # a file named twice is read once
+
+    def expand(self, text: str) -> tuple[str, list[str]]:
+        problems: list[str] = []
+
+        def sub(m: re.Match[str]) -> str:
+            name, default, secret_path = m.group(1), m.group(2), m.group(3)
+            if secret_path is not None:
+                content, problem = self._secret(secret_path, m.group(0))
+                if problem is not None:
+                    problems.append(problem)
+                    return m.group(0)
+                return content or ""
+            if not self.env:
+                return m.group(0)
+            value = os.environ.get(name)
+            # As in the shell, ${VAR:-default} also takes the default when VAR is set but empty.
+            if value is not None and (value or default is None):
+                return value
+            if default is not None:
+                return default
+            if name == SHARED_ENV:
+                return str(shared_dir())  # unset or empty: the same ../shared default as the CLI
+            problems.append(f"environment variable {name} is not set (export it, or write ${{{name}:-default}})")
+            return m.group(0)
+
+        return _REF.sub(sub, text), problems
+
+    def _secret(self, written: str, ref: str) -> tuple[str | None, str | None]:
+        """(content, None) or (None, problem)."""
+        if not written:
+            return None, f"{ref} names no file: write ${{file:/run/secrets/NAME}}"
+        path = Path(written).expanduser()
+        # abspath, not resolve: a Kubernetes secret is a symlink, and its own name says more.
+        path = Path(os.path.abspath(path if path.is_absolute() else self.base_dir / path))
+        if path not in self._read:
+            self._read[path] = _read_secret(path, ref)
+            content = self._read[path][0]
+            if content is not None:
+                self.secrets.append(content)
+        return self._read[path]
+
+
+def _read_secret(path: Path, ref: str) -> tuple[str | None, str | None]:
+    # Messages name the file, never its content (not even a byte of it, as a decode error would).
+    where = f"{path} (referenced as {ref})"
+    try:
+        info = path.stat()
+        if stat.S_ISDIR(info.st_mode):
+            return None, f"secret file is a directory: {where}"
+        if not stat.S_ISREG(info.st_mode):
+            return None, f"secret file is not a regular file: {where}"
+        if info.st_size > SECRET_MAX_BYTES:
+            return None, f"secret file is over 64 KiB ({info.st_size} bytes): {where}"
+        with path.open("rb") as f:
+            raw = f.read(SECRET_MAX_BYTES + 1)
+    except FileNotFoundError:
+        return None, f"secret file not found: {where}"
+    except PermissionError:
+        return None, f"secret file cannot be read (permission denied): {where}"
+    except OSError as exc:
+        return None, f"secret file cannot be read ({exc.strerror or type(exc).__name__}): {where}"
+    if len(raw) > SECRET_MAX_BYTES:  # grew since stat
+        return None, f"secret file is over 64 KiB: {where}"
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None, f"secret file is not UTF-8 text: {where}"
+    return text.rstrip("\r\n"), None
+
+
+def _node_kind(node: yaml.Node) -> str:
+    return "list" if isinstance(node, yaml.SequenceNode) else "single value" if isinstance(node, yaml.ScalarNode) else "mapping"
+
+
+class _Builder:
+    """Turns a composed YAML node tree into Python data, recording each key's line."""
+
+    def __init__(self, file: str, base_dir: Path) -> None:
+        self.file = file
+        self.lines: dict[tuple[Any, ...], int] = {}
+        self.issues: list[ConfigIssue] = []
+        self.expander = _Expander(base_dir)
+        self._constructor = yaml.SafeLoader("")
+
+    def _scalar(self, node: yaml.Node, path: tuple[Any, ...]) -> Any:
+        try:
+            return self._constructor.construct_object(node, deep=True)
+        except (yaml.YAMLError, ValueError, TypeError) as exc:
+            problem = getattr(exc, "problem", None) or str(exc)
+            self.issues.append(ConfigIssue(self.file, node.start_mark.line + 1, format_path(path) or "config",
+                                           f"cannot read value {node.value!r} tagged {node.tag}: {problem}"))
+            return None
+
+    def build(self, node: yaml.Node, path: tuple[Any, ...]) -> Any:
+        self.lines.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            try:
+                self._constructor.flatten_mapping(node)  # resolves `<<: *defaults` merge keys
+            except yaml.MarkedYAMLError as exc:
+                line = exc.problem_mark.line + 1 if exc.problem_mark else node.start_mark.line + 1
+                self.issues.append(ConfigIssue(self.file, line, format_path(path) or "config",
+                                               f"bad merge key (<<): {exc.problem}"))
+                return {}
+            out: dict[Any, Any] = {}
+            for key_node, value_node in node.value:
+                key = self._scalar(key_node, path)
+                line = key_node.start_mark.line + 1
+                # Keys are names; only a class-name table (`names: {0: person}`) is keyed by numbers.
+                numeric_ok = path[-1:] == ("names",) and isinstance(key, int)
+                if isinstance(key, bool) or not (isinstance(key, str) or numeric_ok):
+                    self.issues.append(ConfigIssue(self.file, line, format_path(path) or "config",
+                                                   f"keys must be names, got {key_node.value!r}"))
+                    continue
+                if not path and isinstance(key, str) and key.startswith("x-"):
+                    # Top-level `x-...` keys hold shared YAML anchors (as in docker-compose), e.g.
+                    # `x-live: &live {...}` merged into each camera with `<<: *live`.
+                    continue
+                if key in out:
+                    first = self.lines.get((*path, key), line)
+                    self.issues.append(
+                        ConfigIssue(self.file, line, format_path((*path, key)), f"duplicate key (first given on line {first})")
+                    )
+                    continue
+                self.lines[(*path, key)] = line
+                out[key] = self.build(value_node, (*path, key))
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
+        value = self._scalar(node, path)
+        if isinstance(value, str) and "${" in value:
+            # Stays a string (see the module docstring).
+            expanded, problems = self.expander.expand(value)
+            for problem in problems:
+                self.issues.append(ConfigIssue(self.file, node.start_mark.line + 1, format_path(path), problem))
+            return expanded
+        return value
+
+
+def load_config(path: str | Path) -> LoadedConfig:
+    """Reads, expands, validates and cross-checks a config. Raises ConfigError with every issue found.
+    Does not touch the files it names (see `check_files`) nor load models; it reads `${file:...}` secrets."""
+    path = Path(path)
+    file = str(path)
+    if not path.is_file():
+        raise ConfigError([ConfigIssue(file, 1, "config", "config file not found")])
+    text = path.read_text(encoding="utf-8")
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 1
+        message = f"YAML syntax error: {exc.problem or exc}"
+        if (exc.context and exc.context.startswith("while") and exc.context_mark is not None
+                and exc.context_mark.line + 1 != line):
+            # e.g. an unclosed [ is noticed lines later: name where it opened too
+            message += f" ({exc.context} that starts on line {exc.context_mark.line + 1}; check indentation and brackets)"
+        raise ConfigError([ConfigIssue(file, line, "yaml", message)]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([ConfigIssue(file, 1, "yaml", f"YAML error: {exc}")]) from None
+    if root is None:
+        raise ConfigError([ConfigIssue(file, 1, "config", "config is empty: expected a mapping with cameras, models and sinks")])
+    if not isinstance(root, yaml.MappingNode):
+        raise ConfigError([ConfigIssue(file, root.start_mark.line + 1, "config",
+                                       f"expected a mapping with cameras, models and sinks at the top, got a {_node_kind(root)}")])
+    base_dir = path.resolve().parent
+    builder = _Builder(file, base_dir)
+    data = builder.build(root, ())
+    secrets = tuple(builder.expander.secrets)
+    if builder.issues:
+        raise ConfigError(_masked(builder.issues, secrets))
+    try:
+        config = VigilConfig.model_validate(data, context={"base_dir": base_dir})
+    except ValidationError as exc:
+        raise ConfigError(_issues_from_pydantic(file, builder.lines, data, exc, {}, secrets)) from None
+    loaded = LoadedConfig(config, file, builder.lines, secrets=secrets)
+    issues = cross_check(loaded)
+    if issues:
+        raise ConfigError(issues)
+    return loaded
+
+
+def config_from_data(data: dict[str, Any], *, origin: str, base_dir: Path,
+                     key_names: dict[tuple[Any, ...], str] | None = None) -> LoadedConfig:
+    """Validates a config built in code (the `detect` and `bench` commands). Issues carry line 0
+    and, where `key_names` maps a config key to the option that set it, the option's name.
+    `${file:...}` secrets in its strings are read relative to `base_dir`."""
+    names = key_names or {}
+    expander = _Expander(base_dir, env=False)
+    problems: list[ConfigIssue] = []
+    data = _expand_data(data, (), expander, lambda p, message: problems.append(
+        ConfigIssue(origin, 0, names.get(p, format_path(p)), message)))
+    secrets = tuple(expander.secrets)
+    if problems:
+        raise ConfigError(_masked(problems, secrets))
+    try:
+        config = VigilConfig.model_validate(data, context={"base_dir": base_dir})
+    except ValidationError as exc:
+        raise ConfigError(_issues_from_pydantic(origin, {}, data, exc, names, secrets)) from None
+    loaded = LoadedConfig(config, origin, {}, names, secrets=secrets)
+    issues = cross_check(loaded)
+    if issues:
+        raise ConfigError(issues)
+    return loaded
+
+
+def _expand_data(value: Any, path: tuple[Any, ...], expander: _Expander, report: Any) -> Any:
+    """A copy of `value` with `${file:...}` expanded in its strings (the caller's data is not changed)."""
+    if isinstance(value, dict):
+        return {k: _expand_data(v, (*path, k), expander, report) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        items = [_expand_data(v, (*path, i), expander, report) for i, v in enumerate(value)]
+        return items if isinstance(value, list) else tuple(items)
+    if isinstance(value, str) and "${" in value:
+        expanded, problems = expander.expand(value)
+        for problem in problems:
+            report(path, problem)
+        return expanded
+    return value
+
+
+def _masked(issues: list[ConfigIssue], secrets: tuple[str, ...]) -> list[ConfigIssue]:
+    return [ConfigIssue(i.file, i.line, i.key, mask_secrets(i.message, secrets)) for i in issues]

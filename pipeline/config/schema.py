@@ -1,0 +1,403 @@
+"""The YAML camera graph as pydantic models: one model per YAML section.
+
+Owns the shape of a config: every key, its type, its bounds and its default, `extra="forbid"` so a
+typo fails, and `type:` selecting the source, rule or sink class. It also answers the questions
+the rest of the pipeline asks of a source (is it live, does the pipeline pace it, at what rate).
+
+It must not read files or YAML, nor expand `${...}` references: loader.py does that and hands
+plain data to `VigilConfig.model_validate(data, context={"base_dir": ...})`. Turning validation
+errors into `file:line: key: message` is errors.py's job, cross-section rules are checks.py's.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal, Union
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+FOURCC_PATTERN = r"^[A-Za-z0-9 ]{4}$"
+RTSP_URL_PATTERN = r"^rtsps?://\S+$"
+# max_frame_age_ms of live cameras that set none: well above one CPU batch, far below "stale".
+DEFAULT_LIVE_MAX_AGE_MS = 2000.0
+# What each pattern means, for error messages (a regex is no help to a user).
+PATTERN_MEANING = {
+    ID_PATTERN: "an id of letters, digits, '_', '.' or '-', starting with a letter or digit, at most 64 long",
+    FOURCC_PATTERN: "a 4-character FourCC codec code such as mp4v, avc1 or MJPG",
+    RTSP_URL_PATTERN: "an rtsp:// or rtsps:// URL without spaces, e.g. rtsp://${CAM_USER}:${CAM_PASSWORD}@10.0.0.5:554/stream",
+}
+
+
+def _resolve_path(value: Path, info: ValidationInfo) -> Path:
+    base = (info.context or {}).get("base_dir")
+    value = value.expanduser()
+    return (Path(base) / value).resolve() if base is not None and not value.is_absolute() else value
+
+
+ConfigPath = Annotated[Path, AfterValidator(_resolve_path)]
+Identifier = Annotated[str, Field(pattern=ID_PATTERN)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _Source(Strict):
+    """What the pipeline asks of every source. No fields here: they would lead every source's key list."""
+
+    @property
+    def is_live(self) -> bool:
+        """Treated as a camera: drop_oldest queue, frame-age bound, reconnects."""
+        return False
+
+    @property
+    def replayed(self) -> bool:
+        """Frames are released by the pipeline itself at `pace_fps` (else the source's own rate)."""
+        return False
+
+    @property
+    def pace_fps(self) -> float | None:
+        return None
+
+
+class FileSourceConfig(_Source):
+    type: Literal["file"]
+    path: ConfigPath
+    realtime: bool = Field(False, description="pace at the file's native fps and treat it as a live camera")
+    loop: bool = False
+    fps: float | None = Field(None, gt=0, le=1000, description="pacing rate when realtime; default: the file's")
+    max_frames: int | None = Field(None, ge=1, description="stop after this many frames")
+
+    open_timeout_s: ClassVar[float] = 5.0
+
+    @property
+    def is_live(self) -> bool:
+        return self.realtime
+
+    @property
+    def replayed(self) -> bool:
+        return True
+
+    @property
+    def pace_fps(self) -> float | None:
+        return self.fps
+
+
+class ImagesSourceConfig(_Source):
+    type: Literal["images"]
+    path: ConfigPath = Field(description="an image file or a directory of images")
+
+    open_timeout_s: ClassVar[float] = 5.0
+
+
+class SyntheticSourceConfig(_Source):
+    type: Literal["synthetic"]
+    width: int = Field(640, ge=16, le=8192)
+    height: int = Field(480, ge=16, le=8192)
+    fps: float = Field(25.0, gt=0, le=1000)
+    frames: int | None = Field(None, ge=1)
+    live: bool = False
+
+    open_timeout_s: ClassVar[float] = 5.0
+
+    @property
+    def is_live(self) -> bool:
+        return self.live
+
+    @property
+    def replayed(self) -> bool:
+        return True
+
+    @property
+    def pace_fps(self) -> float | None:
+        return self.fps
+
+
+class RtspSourceConfig(_Source):
+    type: Literal["rtsp"]
+    url: str = Field(pattern=RTSP_URL_PATTERN, description=(
+        "rtsp:// or rtsps:// URL; credentials may come from the environment or a secret file, e.g. "
+        "rtsp://${CAM_USER}:${file:/run/secrets/cam_pw}@10.0.0.5/stream, and are masked "
+        "(rtsp://***:***@...) wherever the URL is printed"))
+    transport: Literal["tcp", "udp"] = Field("tcp", description="tcp: no lost packets/grey smears; udp: lower latency on a clean LAN")
+    open_timeout_s: float = Field(5.0, gt=0, le=120, description="connect + DESCRIBE/SETUP/PLAY")
+
+    @property
+    def is_live(self) -> bool:
+        return True
+
+
+class UsbSourceConfig(_Source):
+    type: Literal["usb"]
+    device: str | StrictInt = Field("/dev/video0", description="/dev/videoN, or the index N")
+    width: int | None = Field(None, ge=16, le=8192, description="ask the camera for this mode; default: its own")
+    height: int | None = Field(None, ge=16, le=8192)
+    fps: float | None = Field(None, gt=0, le=1000)
+    fourcc: str | None = Field(None, pattern=FOURCC_PATTERN, description="e.g. MJPG: most USB cameras reach full fps only so")
+    open_timeout_s: float = Field(5.0, gt=0, le=120)
+
+    @property
+    def is_live(self) -> bool:
+        return True
+
+
+SourceConfig = Annotated[
+    Union[FileSourceConfig, ImagesSourceConfig, SyntheticSourceConfig, RtspSourceConfig, UsbSourceConfig],
+    Field(discriminator="type"),
+]
+
+
+class QueueConfig(Strict):
+    size: int | None = Field(None, ge=1, le=1024, description="default: 8 for files, 2 for live sources (fresh frames)")
+    policy: Literal["block", "drop_oldest"] | None = Field(None, description=(
+        "block: nothing lost (files); drop_oldest: latency bounded (live). Default follows the source."))
+
+
+class ReconnectConfig(Strict):
+    """Exponential backoff with jitter between attempts; each camera on its own."""
+
+    initial_delay_s: float = Field(0.5, gt=0, le=600)
+    max_delay_s: float = Field(3.0, gt=0, le=3600)
+    jitter: float = Field(0.2, ge=0, le=1, description="each delay is drawn from [d * (1 - jitter), d]")
+    max_attempts: int | None = Field(None, ge=1, description="consecutive failures before `failed`; default: forever")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ReconnectConfig:
+        if self.max_delay_s < self.initial_delay_s:
+            raise ValueError(f"max_delay_s ({self.max_delay_s}) must be >= initial_delay_s ({self.initial_delay_s})")
+        return self
+
+
+Point = tuple[float, float]
+ClassList = list[StrictInt | str]
+
+
+class ZoneConfig(Strict):
+    id: Identifier
+    points: list[Point] = Field(min_length=3, description="polygon corners")
+    units: Literal["pixels", "normalized"] = Field("pixels", description="normalized: fractions of width/height")
+
+
+class LineConfig(Strict):
+    id: Identifier
+    points: tuple[Point, Point] = Field(description="a → b; `in`: from the left-hand to the right-hand side walking a→b")
+    units: Literal["pixels", "normalized"] = "pixels"
+
+
+class RuleBase(Strict):
+    id: Identifier
+    classes: ClassList | None = Field(None, min_length=1, description="names or ids; default every class")
+    anchor: Literal["bottom_center", "center", "top_center"] = "bottom_center"
+    clear_seconds: float = Field(1.0, ge=0, le=3600, description="condition false this long ends an incident")
+    cooldown_seconds: float = Field(10.0, ge=0, le=86400,
+                                    description="no new incident for the same subject before this has passed")
+    update_seconds: float | None = Field(None, gt=0, le=3600, description="period of `update` events while active")
+
+
+class ZoneIntrusionRule(RuleBase):
+    type: Literal["zone_intrusion"]
+    zone: str
+    min_seconds: float = Field(0.5, ge=0, le=3600)
+
+
+class DwellRule(RuleBase):
+    type: Literal["dwell"]
+    zone: str
+    max_seconds: float = Field(gt=0, le=86400)
+
+
+class LineCrossingRule(RuleBase):
+    type: Literal["line_crossing"]
+    line: str
+    direction: Literal["in", "out", "both"] = "both"
+
+
+class ProximityRule(RuleBase):
+    type: Literal["proximity"]
+    classes_b: ClassList = Field(min_length=1)
+    max_distance: float = Field(gt=0)
+    units: Literal["pixels", "box_height"] = Field("box_height", description="box_height: multiples of the A box's height")
+    min_seconds: float = Field(0.5, ge=0, le=3600)
+
+
+class CountRule(RuleBase):
+    type: Literal["count"]
+    zone: str
+    max_count: int = Field(ge=0)
+    min_seconds: float = Field(1.0, ge=0, le=3600)
+
+
+RuleConfig = Annotated[
+    Union[ZoneIntrusionRule, DwellRule, LineCrossingRule, ProximityRule, CountRule], Field(discriminator="type")
+]
+
+
+class TrackerSettings(Strict):
+    high_score: float = Field(0.5, gt=0, lt=1)
+    low_score: float = Field(0.1, gt=0, lt=1)
+    new_track_score: float = Field(0.6, gt=0, le=1)
+    lost_timeout_s: float = Field(1.0, gt=0, le=60)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TrackerSettings:
+        if not self.low_score <= self.high_score <= self.new_track_score:
+            raise ValueError(f"need low_score <= high_score <= new_track_score, got {self.low_score}, "
+                             f"{self.high_score} and {self.new_track_score}")
+        return self
+
+
+class CameraConfig(Strict):
+    id: Identifier
+    source: SourceConfig
+    model: str
+    queue: QueueConfig = QueueConfig()
+    zones: list[ZoneConfig] = Field(default_factory=list)
+    lines: list[LineConfig] = Field(default_factory=list)
+    rules: list[RuleConfig] = Field(default_factory=list, description="tracking runs when a camera has rules")
+    tracker: TrackerSettings = TrackerSettings()
+    # Live sources only (rtsp, usb, realtime files, live synthetic):
+    reconnect: ReconnectConfig = ReconnectConfig()
+    stall_timeout_s: float = Field(3.0, gt=0, le=600, description="no frame this long → stalled → reconnect")
+    freeze_timeout_s: float | None = Field(10.0, gt=0, le=86400, description=(
+        "frames arrive but the picture (or the stream's timestamps) has not changed this long → frozen → reconnect; "
+        "null turns it off (e.g. a camera on a scene that is truly static)"))
+    # Dropping frames that waited too long keeps latency from building up; a file must lose nothing.
+    max_frame_age_ms: float | None = Field(None, gt=0, le=3_600_000, description=(
+        "a frame older than this when a stage picks it up is dropped and counted (reason too_old); "
+        "default: 2000 for live sources, none for files"))
+
+    @property
+    def live(self) -> bool:
+        return self.source.is_live
+
+    @property
+    def policy(self) -> Literal["block", "drop_oldest"]:
+        return self.queue.policy or ("drop_oldest" if self.live else "block")
+
+    @property
+    def queue_size(self) -> int:
+        return self.queue.size or (2 if self.live else 8)
+
+    @property
+    def max_frame_age_s(self) -> float | None:
+        ms = self.max_frame_age_ms if self.max_frame_age_ms is not None else (DEFAULT_LIVE_MAX_AGE_MS if self.live else None)
+        return ms / 1000.0 if ms is not None else None
+
+
+_InputSize = tuple[Annotated[int, Field(ge=32, le=8192)], Annotated[int, Field(ge=32, le=8192)]]
+_FrameSize = tuple[Annotated[int, Field(ge=16, le=16384)], Annotated[int, Field(ge=16, le=16384)]]
+
+
+class ModelConfig(Strict):
+    id: Identifier
+    path: ConfigPath
+    backend: Literal["onnxruntime", "tensorrt"] = Field("onnxruntime", description=(
+        "onnxruntime: CPU (CUDA provider when onnxruntime-gpu is installed). tensorrt: NVIDIA GPU; `path` is the "
+        ".onnx (its engine is looked up in engines/, see build-engine) or an .engine"))
+    family: Literal["yolov8", "yolo11", "yolov5"] = "yolov8"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    conf: float = Field(0.25, gt=0, lt=1)
+    iou: float = Field(0.45, gt=0, le=1)
+    max_det: int = Field(300, ge=1, le=100000)
+    classes: list[StrictInt | str] | None = Field(None, min_length=1, description="keep only these (ids or names)")
+    names: dict[int, str] | None = Field(None, description="override the model's class names")
+    input_size: _InputSize | None = None
+    batch: int = Field(1, ge=1, le=256)
+    max_wait_ms: float = Field(10.0, ge=0, le=10000, description="an open batch waits at most this for more frames")
+    threads: int | None = Field(None, ge=1, le=256, description="ONNX Runtime intra-op threads; default: all cores")
+    # TensorRT only:
+    precision: Literal["fp16", "fp32"] = Field("fp16", description="of the engine built from the ONNX file")
+    build_engine: bool = Field(False, description="build (minutes) when no fitting engine is cached, instead of an error")
+    gpu_preprocess: bool = Field(True, description="letterbox on the GPU (one fused kernel); the CPU only decodes")
+    gpu_preprocess_max_size: _FrameSize = Field((1080, 1920), description=(
+        "largest decoded frame [H, W] staged for GPU preprocessing (pinned memory per slot row); "
+        "a larger frame is letterboxed on the CPU instead"))
+    gpu_device: int = Field(0, ge=0, le=64, description="CUDA device index")
+
+    @field_validator("names", mode="before")
+    @classmethod
+    def _names_from_list(cls, value: Any) -> Any:
+        return dict(enumerate(value)) if isinstance(value, list) else value
+
+
+class JsonlSinkConfig(Strict):
+    type: Literal["jsonl"]
+    path: ConfigPath
+    cameras: list[str] | None = Field(None, description="default: every camera")
+
+
+class VideoSinkConfig(Strict):
+    type: Literal["video"]
+    path: ConfigPath = Field(description="must contain {camera} when the sink takes more than one camera")
+    cameras: list[str] | None = None
+    fps: float | None = Field(None, gt=0, le=1000, description="default: the source's rate (25 if unknown)")
+    codec: str = Field("mp4v", pattern=FOURCC_PATTERN)
+
+
+class ZmqSinkConfig(Strict):
+    type: Literal["zmq"]
+    endpoint: str = Field("tcp://127.0.0.1:5560", pattern=r"^(tcp|ipc|inproc)://.+", description="PUB binds here")
+    hwm: int = Field(1000, ge=1, le=1_000_000, description="events queued per subscriber before drops")
+    cameras: list[str] | None = None
+
+
+class EventsSinkConfig(Strict):
+    type: Literal["events"]
+    path: ConfigPath = Field(description="JSON Lines, one event per line")
+    cameras: list[str] | None = None
+
+
+SinkConfig = Annotated[Union[JsonlSinkConfig, VideoSinkConfig, ZmqSinkConfig, EventsSinkConfig], Field(discriminator="type")]
+
+
+class EvidenceConfig(Strict):
+    dir: ConfigPath = Field(description="snapshots/ and clips/ are written below it")
+    snapshots: bool = Field(True, description="a JPEG with the boxes for each `start` event")
+    clips: bool = Field(True, description="an MP4 from pre_seconds before to post_seconds after each start")
+    pre_seconds: float = Field(3.0, ge=0, le=60)
+    post_seconds: float = Field(3.0, ge=0, le=60)
+    max_disk_mb: float = Field(500.0, gt=0, description="oldest files are deleted beyond this")
+
+
+class PipelineConfig(Strict):
+    slots: int = Field(3, ge=2, le=64, description="input/output slots per model: 2 = double buffering")
+    queue_size: int = Field(4, ge=1, le=1024, description="postprocess → each sink (a model's inner queues hold `slots`)")
+    drain_timeout_s: float = Field(30.0, gt=0, le=3600, description="SIGINT/SIGTERM: time to finish queued work")
+    # The default 5 ms lets a busy numpy/JSON thread keep the GIL for up to 5 ms after the inference
+    # thread's ONNX Runtime call returned, per frame; 0.2 ms hands it back quickly (measured: see
+    # README, Performance).
+    gil_switch_interval_ms: float = Field(0.2, gt=0, le=100, description="Python's GIL switch interval while the graph runs")
+    # The graph already runs stages and cameras in parallel, so 1 avoids oversubscribing the cores
+    # inference uses (letterbox 0.80 instead of 1.32 ms of CPU per frame on 2 cores).
+    opencv_threads: int = Field(1, ge=0, le=256, description=(
+        "threads for OpenCV's own parallel loops (resize, colour conversion); 0 = OpenCV's default"))
+
+
+class MetricsConfig(Strict):
+    """The HTTP endpoint: /metrics (Prometheus text), /healthz (JSON), POST /reload (re-read the config)."""
+
+    port: int | None = Field(None, ge=1, le=65535, description="null: no endpoint")
+    # Loopback by default: the endpoint has no authentication.
+    host: str = Field("127.0.0.1", description="address the endpoint listens on")
+
+
+class VigilConfig(Strict):
+    cameras: list[CameraConfig] = Field(min_length=1)
+    models: list[ModelConfig] = Field(min_length=1)
+    sinks: list[SinkConfig] = Field(default_factory=list)
+    evidence: EvidenceConfig | None = None
+    pipeline: PipelineConfig = PipelineConfig()
+    metrics: MetricsConfig = MetricsConfig()
+
+    def sink_cameras(self, sink: JsonlSinkConfig | VideoSinkConfig) -> list[str]:
+        return list(sink.cameras) if sink.cameras is not None else [c.id for c in self.cameras]
