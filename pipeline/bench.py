@@ -7,6 +7,10 @@ Measured in one process, one after the other:
   3. a naive sequential loop (decode, preprocess, infer, decode boxes, write; one after the other),
      the shape most hand-written scripts have;
   4. the raw backend again, so drift of a noisy machine shows up in the two raw figures.
+`--live` instead offers N paced, looped copies of the video as live cameras to one model.
+
+It measures the graph that `run` builds (build_graph + execute), and must not tune it for the
+benchmark beyond what a config can set.
 """
 
 from __future__ import annotations
@@ -23,17 +27,19 @@ from pathlib import Path
 import cv2
 
 from pipeline.config import config_from_data
-from pipeline.frames import Frame
+from pipeline.frames import Frame, FrameResult
 from pipeline.graph import LoadedModel, build_graph, load_models
 from pipeline.preprocess import LetterboxScratch, letterbox_into
-from pipeline.slots import SlotRing
 from pipeline.runner import RunSummary, execute, format_summary
 from pipeline.sinks.jsonl import frame_record
-from pipeline.frames import FrameResult
+from pipeline.slots import SlotRing
 
 
 @dataclass(frozen=True, slots=True)
 class BenchResult:
+    """The figures of `run_bench`: raw and pipeline fps per run, the sequential loop's, and the
+    last pipeline run's summary."""
+
     model: Path
     video: Path
     frames: int
@@ -152,6 +158,8 @@ def run_bench(model_path: Path, video: Path, *, frames: int = 0, batch: int = 1,
 
 
 def format_bench(r: BenchResult) -> str:
+    """The `bench` report: raw, pipeline and sequential fps with their ratios, the last pipeline
+    run's summary, and a final `pipeline_fps=... raw_fps=... ratio=...` line for scripts."""
     lines = [
         f"model {r.model.name}, video {r.video.name}, {r.frames} frames, batch {r.batch}",
         f"raw backend (pre-made tensors): {r.raw_fps:.2f} fps  (runs: {', '.join(f'{x:.2f}' for x in r.raw_fps_runs)})",
@@ -171,6 +179,8 @@ def format_bench(r: BenchResult) -> str:
 
 @dataclass(frozen=True, slots=True)
 class LiveBenchRow:
+    """One camera count of `run_live_bench`: offered and delivered fps, output ages and drops."""
+
     cameras: int
     batch: int
     seconds: float
@@ -240,6 +250,7 @@ def run_live_bench(model_path: Path, video: Path, counts: list[int], *, seconds:
 
 
 def format_live_bench(model: Path, video: Path, rows: list[LiveBenchRow]) -> str:
+    """The `bench --live` report: one table row per camera count, a legend, and a one-line summary."""
     lines = [f"model {model.name}, {video.name} as N live cameras (paced, looped, drop_oldest), one model",
              "",
              f"{'N':>3}{'batch':>6}{'offered':>9}{'raw':>8}{'out':>8}{'out/raw':>9}{'age p50':>10}{'age p99':>10}"

@@ -1,4 +1,8 @@
-"""Command line: run / validate / detect / bench.
+"""Command line: run / validate / detect / bench / listen / build-engine.
+
+Owns argument parsing, the `detect` shorthand's config, and what the user sees: exit codes, the
+summary, the `wrote ...` lines. It must not wire or run stages itself: the graph comes from
+pipeline.graph and runs in pipeline.runner; config errors come from pipeline.config.
 
 Exit codes: 0 success (also after one SIGINT/SIGTERM, queued frames finished, outputs closed), 1 a
 stage failed at run time (the original error is shown) or did not stop, 2 a config or usage error
@@ -27,6 +31,21 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Runs one command (the `vigil` console script and `run.py`).
+
+    A first argument that is not a command is taken as `run CONFIG`. Config and model errors are
+    printed as `file:line: key: message` lines, without a traceback.
+
+    Args:
+        argv: the arguments after the program name; default `sys.argv[1:]`.
+
+    Returns:
+        The exit code: 0, 1, 2 or 130 (see the module docstring).
+
+    Example:
+        >>> from pipeline.cli import main
+        >>> exit_code = main(["validate", "configs/demo.yaml"])
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     # `run.py [--log-level L] CONFIG` is a shorthand for `run.py [--log-level L] run CONFIG`.
     first = 2 if argv[:1] == ["--log-level"] else 1 if argv[:1] and argv[0].startswith("--log-level=") else 0
@@ -143,6 +162,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cmd_listen(args: argparse.Namespace) -> int:
+    """`listen`: prints each event published on a ZeroMQ endpoint as a JSON line, until `--count`
+    events, Ctrl-C, or (exit code 1) `--timeout` seconds without one."""
     import zmq
 
     ctx = zmq.Context()
@@ -174,7 +195,7 @@ def cmd_listen(args: argparse.Namespace) -> int:
     return 0
 
 
-def _progress(disabled: bool):  # noqa: ANN202 - returns (callback, close)
+def _progress(disabled: bool):  # returns (callback, close)
     if disabled:
         return None, lambda: None
     from tqdm import tqdm
@@ -221,12 +242,15 @@ def _execute(loaded: LoadedConfig, no_progress: bool, config_path: Path | None =
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """`run`: loads the YAML config and runs its graph; POST /reload re-reads the same file."""
     from pipeline.config import load_config
 
     return _execute(load_config(args.config), args.no_progress, args.config)
 
 
 def cmd_build_engine(args: argparse.Namespace) -> int:
+    """`build-engine`: builds the TensorRT engine of an ONNX model into the engine cache, or
+    reports the cached one that already fits."""
     from pipeline.backends.tensorrt import DEFAULT_ENGINE_DIR, build_engine
 
     if args.max_batch < 1:
@@ -244,6 +268,8 @@ def cmd_build_engine(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    """`validate`: checks the config and the files it names, loads every model and prints what it
+    found (input, batch, outputs, classes; TensorRT engines), without running the graph."""
     from pipeline.config import load_config
     from pipeline.graph import load_models
 
@@ -271,6 +297,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def detect_config(args: argparse.Namespace) -> LoadedConfig:
+    """The one-camera, one-model config that `detect`'s arguments describe.
+
+    The source kind follows SOURCE: an rtsp:// URL, /dev/videoN, an image or directory of images,
+    else a video file. Validation errors name the option (`--conf`, `SOURCE`) instead of a YAML key.
+
+    Raises:
+        ConfigError: SOURCE does not exist, `--realtime` with images, or a value out of bounds.
+    """
     source: dict[str, Any]
     camera: dict[str, Any] = {"id": "cam0", "model": "model"}
     if args.source.startswith(("rtsp://", "rtsps://")):
@@ -316,10 +350,13 @@ def _arg_issue(key: str, message: str) -> ConfigIssue:
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
+    """`detect`: runs the config from `detect_config` (no reload)."""
     return _execute(detect_config(args), args.no_progress)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    """`bench`: raw backend fps against pipeline fps on one video, or with `--live N,...` the
+    live-camera benchmark for each camera count; prints the table."""
     from pipeline.bench import format_bench, run_bench
 
     if args.rounds < 1:

@@ -42,6 +42,16 @@ class _PendingClip:
 
 
 class EvidenceStage(Stage):
+    """Writes snapshots and clips for the rule cameras' incidents and passes their events on to the
+    event sinks, in order (see the module docstring).
+
+    Args:
+        config: the `evidence:` section (folder, what to write, clip span, disk budget).
+        inp: frames and events of the rule cameras, from their analytics stages.
+        cameras: the cameras whose EndOfStream the stage waits for; grows with `add_camera`.
+        event_routes: camera id -> the queues of the event sinks that take its events.
+    """
+
     def __init__(self, config: EvidenceConfig, inp: BoundedQueue, cameras: CameraSet | list[str],
                  event_routes: dict[str, list[BoundedQueue]]) -> None:
         super().__init__("evidence")

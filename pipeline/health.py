@@ -138,7 +138,7 @@ class HealthServer:
 
 def _make_handler(server: HealthServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        def do_GET(self) -> None:  # http.server's naming
             path = self.path.split("?", 1)[0]
             if path == "/healthz":
                 self._send(200, "application/json", json.dumps(camera_health(server.metrics)).encode())
@@ -147,13 +147,16 @@ def _make_handler(server: HealthServer) -> type[BaseHTTPRequestHandler]:
             else:
                 self._send(404, "application/json", json.dumps({"error": f"no such endpoint {path!r}; try /healthz or /metrics"}).encode())
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             path = self.path.split("?", 1)[0]
-            if path != "/reload" or server._reload is None:  # noqa: SLF001
+            if path != "/reload" or server._reload is None:  # noqa: SLF001 - the handler is part of the server
                 self._send(404, "application/json", json.dumps({"error": f"no such endpoint POST {path!r}"}).encode())
                 return
-            result = server._reload()  # noqa: SLF001
-            self._send(200 if result.get("ok") else 400, "application/json", json.dumps(result).encode())
+            result = server._reload()  # noqa: SLF001 - the handler is part of the server
+            # 400: the new config is invalid (nothing changed); 500: some camera could not be changed
+            # (named in `failed`, retried by the next reload) while the others were.
+            status = 200 if result.get("ok") else 400 if "errors" in result else 500
+            self._send(status, "application/json", json.dumps(result).encode())
 
         def _send(self, code: int, content_type: str, body: bytes) -> None:
             self.send_response(code)
@@ -162,7 +165,7 @@ def _make_handler(server: HealthServer) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - signature of the base class
+        def log_message(self, format: str, *args: Any) -> None:  # signature of the base class
             log.debug("http %s", format % args)
 
     return Handler

@@ -1,4 +1,8 @@
-"""Inference stage: runs each batch's slot through the backend, in place, and passes it on."""
+"""Inference stage: runs each batch's slot through the backend, in place, and passes it on.
+
+It only calls the backend: the batch's input tensors are already in its slot (preprocess wrote
+them), outputs land in the same slot, and decoding them is postprocess's job.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,8 @@ from dataclasses import dataclass
 
 from pipeline.backends.base import Backend
 from pipeline.frames import EndOfStream
-from pipeline.slots import SlotRing
 from pipeline.queues import BoundedQueue
+from pipeline.slots import SlotRing
 from pipeline.stage import CameraSet, Stage, StageContext, consume
 
 
@@ -32,6 +36,19 @@ class InferenceClock:
 
 
 class InferenceStage(Stage):
+    """Runs each batch through the backend on its slot (outputs land in the slot) and passes the
+    batch on; a batch that fails is released back to the ring.
+
+    Args:
+        model_id: the model's id, for the stage name.
+        backend: the loaded model.
+        ring: the slot ring the batches' slots belong to.
+        inp: batches from the model's preprocess stage.
+        out: the queue to postprocess.
+        cameras: the cameras whose EndOfStream the stage waits for.
+        clock: shared with preprocess to time live batches; a new one when None.
+    """
+
     def __init__(self, model_id: str, backend: Backend, ring: SlotRing, inp: BoundedQueue, out: BoundedQueue,
                  cameras: CameraSet | list[str], clock: InferenceClock | None = None) -> None:
         super().__init__(f"inference[{model_id}]")

@@ -85,6 +85,13 @@ class RateMeter:
 
 
 class StageMetrics:
+    """One stage's counters: items, calls and busy time (from `add_work`), and the age of frames
+    when the stage picked them up.
+
+    Args:
+        name: the stage's name (e.g. `inference[model]`).
+    """
+
     def __init__(self, name: str) -> None:
         self.name = name
         self.items = 0
@@ -99,6 +106,13 @@ class StageMetrics:
 
 
 class CameraMetrics:
+    """One camera's counters and state: frames in and out, drops by reason, rates, output ages,
+    reconnects, and its state with the reason and recent history (for /healthz and the summary).
+
+    Args:
+        camera_id: the camera's id.
+    """
+
     def __init__(self, camera_id: str) -> None:
         self.camera_id = camera_id
         self.frames_in = 0
@@ -155,6 +169,8 @@ class CameraMetrics:
 
 @dataclass(frozen=True, slots=True)
 class StageSummary:
+    """One stage at the end of a run: items, mean busy time per item and per call, pickup age percentiles."""
+
     name: str
     items: int
     mean_ms_per_item: float
@@ -165,6 +181,8 @@ class StageSummary:
 
 @dataclass(frozen=True, slots=True)
 class CameraSummary:
+    """One camera at the end of a run: frames in and out, drops by reason, output fps and age percentiles."""
+
     camera_id: str
     frames_in: int
     frames_out: int
@@ -175,6 +193,9 @@ class CameraSummary:
 
 
 class Metrics:
+    """The registry of a run's StageMetrics and CameraMetrics, created on first use by name or id,
+    and the summaries made from them."""
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._stages: dict[str, StageMetrics] = {}

@@ -31,6 +31,16 @@ class QueuePolicy(str, enum.Enum):
 
 
 class BoundedQueue(Generic[T]):
+    """A FIFO of at most `maxsize` items whose `put` follows `policy` (see the module docstring).
+
+    Args:
+        name: for error messages.
+        maxsize: the most items held (at least 1); only sentinels can push it one over.
+        policy: block, or drop_oldest.
+        condition: a condition shared with the other queues of one consumer (a FanIn); a new one when None.
+        on_drop: called with each item drop_oldest dropped, outside the lock.
+    """
+
     def __init__(
         self,
         name: str,
@@ -159,7 +169,7 @@ class FanIn(Generic[T]):
                     q = self._queues[(self._next + step) % count]
                     if q._items:  # noqa: SLF001 - same condition held; avoids re-locking
                         self._next = (self._next + step + 1) % count
-                        item = q._items.popleft()  # noqa: SLF001
+                        item = q._items.popleft()  # noqa: SLF001 - same condition held; avoids re-locking
                         if isinstance(item, EndOfStream):
                             # A camera's sentinel is its last item: stop polling its queue (a
                             # camera removed at run time leaves nothing behind).

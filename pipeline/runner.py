@@ -1,6 +1,7 @@
-"""Runs a built graph to the end: signals, drain timeout, progress callback, summary.
+"""Runs a built graph to the end: signals, drain timeout, progress callback, summary, reloads.
 
-Shared by `run`, `detect` and `bench` so they behave the same under SIGINT/SIGTERM."""
+Shared by `run`, `detect` and `bench` so they behave the same under SIGINT/SIGTERM. It must not
+wire stages (pipeline.graph does) nor print: the summary is returned, and formatted on request."""
 
 from __future__ import annotations
 
@@ -25,6 +26,9 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class RunSummary:
+    """What `execute` returns: duration, frames out, per-camera and per-stage summaries, and how the
+    run ended."""
+
     seconds: float
     frames_out: int
     cameras: list[CameraSummary]
@@ -79,7 +83,12 @@ def execute(graph: Graph, *, drain_timeout_s: float = 30.0, on_progress: Callabl
     files close, exit 0); a second one, or a drain longer than `drain_timeout_s`, stops at once.
     SIGHUP (and POST /reload on the metrics port) re-reads the config through `reloader`.
     Raises GraphFailed if a stage failed. The GIL switch interval and OpenCV's thread count are set
-    for the run's duration (see PipelineConfig) and restored afterwards."""
+    for the run's duration (see PipelineConfig) and restored afterwards.
+
+    Example:
+        >>> graph = build_graph(load_config("configs/demo.yaml"))
+        >>> print(format_summary(execute(graph)))
+    """
     runner = graph.runner
     interrupted = threading.Event()
     drain_started: list[float] = []
@@ -148,6 +157,7 @@ def execute(graph: Graph, *, drain_timeout_s: float = 30.0, on_progress: Callabl
 
 
 def format_summary(summary: RunSummary) -> str:
+    """The end-of-run report: frames and fps, how it ended, then a table per camera and per stage."""
     lines = [
         f"{summary.frames_out} frames in {summary.seconds:.1f} s ({summary.fps:.2f} fps)"
         + ("; stopped at once, queued frames discarded" if summary.forced

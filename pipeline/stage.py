@@ -30,6 +30,8 @@ STOP_DEADLINE_S = 2.0
 
 @dataclass(slots=True)
 class StageContext:
+    """What every stage of one graph shares: the stop, drain and sealed events and the metrics."""
+
     stop: threading.Event = field(default_factory=threading.Event)
     drain: threading.Event = field(default_factory=threading.Event)
     metrics: Metrics = field(default_factory=Metrics)
@@ -105,6 +107,8 @@ def consume(inp: BoundedQueue, cameras: CameraSet | Iterable[str], ctx: StageCon
 
 @dataclass(frozen=True, slots=True)
 class StageError:
+    """An exception a stage raised, with the stage's name."""
+
     stage: str
     error: BaseException  # carries its own __traceback__
 
@@ -128,6 +132,14 @@ class GraphStuck(RuntimeError):
 
 
 class GraphRunner:
+    """Runs each stage on its own daemon thread; the first stage error stops the graph and is
+    re-raised by `wait()` as GraphFailed.
+
+    Args:
+        stages: the stages, in graph order (summaries list them so); names must be unique.
+        ctx: the shared context; a new one when None.
+    """
+
     def __init__(self, stages: Sequence[Stage], ctx: StageContext | None = None) -> None:
         names = [s.name for s in stages]
         duplicates = {n for n in names if names.count(n) > 1}

@@ -12,6 +12,8 @@ What differs from the reference implementation, on purpose:
 - **Classes never mix.** A detection can only continue a track of its own class.
 - Assignment uses scipy's `linear_sum_assignment` on IoU cost; everything per frame is vectorised
   over tracks and detections (no Python loop per pair).
+
+It only assigns track ids to detections: what a track means (zones, rules) is pipeline.rules' job.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from pipeline.postprocess.nms import box_iou
 
 @dataclass(frozen=True, slots=True)
 class TrackerConfig:
+    """ByteTracker's thresholds and track lifetime; checked on creation (raises ValueError)."""
+
     high_score: float = 0.5  # first association and new tracks
     low_score: float = 0.1  # below this a detection is ignored
     new_track_score: float = 0.6  # an unmatched detection must score this to start a track
@@ -106,12 +110,14 @@ def _diagonal(values: np.ndarray) -> np.ndarray:
 
 
 def xyxy_to_xyah(xyxy: np.ndarray) -> np.ndarray:
+    """(N, 4) corner boxes -> (N, 4) centre x, centre y, aspect w / h, height (h at least 1e-6)."""
     w = xyxy[:, 2] - xyxy[:, 0]
     h = np.maximum(xyxy[:, 3] - xyxy[:, 1], 1e-6)
     return np.stack([xyxy[:, 0] + w / 2, xyxy[:, 1] + h / 2, w / h, h], 1)
 
 
 def xyah_to_xyxy(xyah: np.ndarray) -> np.ndarray:
+    """(N, 4) centre x, centre y, aspect w / h, height -> (N, 4) corner boxes x1, y1, x2, y2."""
     w = xyah[:, 2] * xyah[:, 3]
     return np.stack([xyah[:, 0] - w / 2, xyah[:, 1] - xyah[:, 3] / 2, xyah[:, 0] + w / 2, xyah[:, 1] + xyah[:, 3] / 2], 1)
 

@@ -11,7 +11,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from pipeline.paths import shared_dir  # noqa: E402
+from pipeline.paths import shared_dir  # noqa: E402 - needs REPO on sys.path first
 
 SHARED = shared_dir()
 MODEL = SHARED / "models" / "yolov8n.onnx"

@@ -56,7 +56,7 @@ def test_one_start_event_per_track_that_entered_the_zone(tmp_path, media, model_
         tracked = [d for d in record["detections"] if d["track_id"] >= 0]
         if tracked:
             inside = zone.contains(anchor_points(np.array([d["box"] for d in tracked], np.float64), "bottom_center"))
-            entered |= {d["track_id"] for d, ok in zip(tracked, inside) if ok}
+            entered |= {d["track_id"] for d, ok in zip(tracked, inside, strict=True) if ok}
     starts = [e for e in events if e["kind"] == "start"]
     assert len(entered) > 5, "the crowd video has people walking through the zone"
     assert sorted(t for e in starts for t in e["track_ids"]) == sorted(entered)
@@ -124,7 +124,8 @@ def test_rule_config_errors(tmp_path, media, model_path):
     cfg.write_text(text)
     result = run_cli("validate", str(cfg))
     assert result.returncode == 2
-    assert "cameras[0].rules[0].zone: rule 'intrusion' of camera 'floor' refers to unknown zone 'dangr' (did you mean 'danger'?)" in result.stderr
+    assert ("cameras[0].rules[0].zone: rule 'intrusion' of camera 'floor' refers to unknown zone 'dangr' "
+            "(did you mean 'danger'?)") in result.stderr
 
 
 def test_rule_class_names_are_checked_against_the_model(tmp_path, media, model_path):

@@ -92,7 +92,8 @@ sinks:
     t0 = time.monotonic()
     result = run_cli("run", str(cfg), "--no-progress")
     assert result.returncode == 1
-    assert re.search(r"error: stage 'sink\[0:video:yard.mp4\]' failed: OSError: OpenCV cannot write video .*yard.mp4 with codec 'ZZZZ'", result.stderr)
+    assert re.search(r"error: stage 'sink\[0:video:yard.mp4\]' failed: OSError: "
+                     r"OpenCV cannot write video .*yard.mp4 with codec 'ZZZZ'", result.stderr)
     assert time.monotonic() - t0 < 30
 
 

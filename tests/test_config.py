@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import ConfigError, FileSourceConfig, load_config, check_files
+from pipeline.config import ConfigError, FileSourceConfig, check_files, load_config
 
 from conftest import run_cli
 
@@ -73,14 +73,16 @@ MALFORMED = {
     "duplicate camera id": (CAMERA + CAMERA.replace("cameras:\n", "").replace("  - id: lobby", "  - id: lobby #<") + MODEL + SINK,
                             "cameras[1].id", "duplicate id 'lobby' (also cameras[0])"),
     "missing cameras": ("models: #<\n  - id: yolo\n    path: m.onnx\n", "cameras", "required key is missing"),
-    "empty camera list": (VALID.replace(CAMERA, "cameras: [] #<\n"), "cameras", "list should have at least 1 item after validation, not 0, got []"),
+    "empty camera list": (VALID.replace(CAMERA, "cameras: [] #<\n"), "cameras",
+                          "list should have at least 1 item after validation, not 0, got []"),
     "yaml syntax error": (VALID.replace("    model: yolo\n", "    model: yolo\n   oops: [1, 2 #<\n"), "yaml", "YAML syntax error"),
     "duplicate key": (VALID.replace("    model: yolo\n", "    model: yolo\n    model: other #<\n"), "cameras[0].model",
                       "duplicate key (first given on line 6)"),
     "unset environment variable": (VALID.replace("path: out/lobby.jsonl", "path: ${VIGIL_TEST_UNSET_VAR}/x.jsonl #<"),
                                    "sinks[0].path", "environment variable VIGIL_TEST_UNSET_VAR is not set"),
     "misspelt queue policy": (VALID.replace("    model: yolo\n", "    model: yolo\n    queue:\n      policy: drop_olderst #<\n"),
-                              "cameras[0].queue.policy", "expected 'block' or 'drop_oldest', got 'drop_olderst' (did you mean 'drop_oldest'?)"),
+                              "cameras[0].queue.policy",
+                              "expected 'block' or 'drop_oldest', got 'drop_olderst' (did you mean 'drop_oldest'?)"),
     "misspelt sink type": (VALID.replace("type: jsonl", "type: jsnl #<"), "sinks[0].type", "unknown type 'jsnl' (did you mean 'jsonl'?)"),
     "sink for unknown camera": (VALID + "    cameras: [lobbby] #<\n", "sinks[0].cameras[0]",
                                 "unknown camera 'lobbby' (did you mean 'lobby'?); cameras are ['lobby']"),
@@ -88,7 +90,8 @@ MALFORMED = {
         CAMERA + CAMERA.replace("cameras:\n", "").replace("id: lobby", "id: dock") + MODEL
         + "sinks:\n  - type: video\n    path: out/all.mp4 #<\n",
         "sinks[0].path", "a video sink for 2 cameras needs '{camera}' in its path"),
-    "two sinks write one file": (VALID + "  - type: jsonl\n    path: out/lobby.jsonl #<\n", "sinks[1].path", "same output file as sinks[0]"),
+    "two sinks write one file": (VALID + "  - type: jsonl\n    path: out/lobby.jsonl #<\n", "sinks[1].path",
+                                 "same output file as sinks[0]"),
     "camera id with a space": (VALID.replace("  - id: lobby", "  - id: front door #<"), "cameras[0].id",
                                "expected an id of letters, digits"),
     "input size with one number": (VALID.replace("    path: ${VIGIL_SHARED}/models/yolov8n.onnx\n",
@@ -137,7 +140,8 @@ def test_valid_config_expands_env_and_resolves_relative_paths(tmp_path, monkeypa
 def test_unquoted_env_number_becomes_a_number(tmp_path, monkeypatch):
     monkeypatch.setenv("VIGIL_TEST_BATCH", "4")
     text = VALID.replace("    path: ${VIGIL_SHARED}/models/yolov8n.onnx\n",
-                         "    path: ${VIGIL_SHARED}/models/yolov8n.onnx\n    batch: ${VIGIL_TEST_BATCH}\n    conf: ${VIGIL_TEST_CONF:-0.4}\n")
+                         "    path: ${VIGIL_SHARED}/models/yolov8n.onnx\n    batch: ${VIGIL_TEST_BATCH}\n"
+                         "    conf: ${VIGIL_TEST_CONF:-0.4}\n")
     cfg = load_config(write(tmp_path, text)).config
     assert cfg.models[0].batch == 4 and cfg.models[0].conf == 0.4
 
@@ -191,7 +195,8 @@ def test_validate_reports_errors_with_exit_2_and_no_traceback(tmp_path):
          10, "models[0].batch", "has a fixed batch of 1, got batch: 4"),
         (("    path: ${VIGIL_SHARED}/models/yolov8n.onnx\n", "    path: ${VIGIL_SHARED}/models/yolov8n.onnx\n    family: yolov5\n"),
          10, "models[0].family", "set family: yolov8"),
-        (("    path: ${VIGIL_SHARED}/models/yolov8n.onnx\n", "    path: ${VIGIL_SHARED}/models/yolov8n.onnx\n    classes: [person, buss]\n"),
+        (("    path: ${VIGIL_SHARED}/models/yolov8n.onnx\n",
+          "    path: ${VIGIL_SHARED}/models/yolov8n.onnx\n    classes: [person, buss]\n"),
          10, "models[0].classes[1]", "unknown class name 'buss' (did you mean 'bus'?)"),
         (("yolov8n.onnx", "missing.onnx"), 9, "models[0].path", "model file not found"),
         (("people_small.mp4", "missing.mp4"), 5, "cameras[0].source.path", "video file not found"),
@@ -242,7 +247,8 @@ def test_odd_yaml_is_reported_not_crashed(tmp_path, patch, line, key, message):
 
 def test_source_given_as_a_word_says_what_is_expected(tmp_path):
     text = VALID.replace("    source:\n      type: file\n      path: ${VIGIL_SHARED}/media/people_small.mp4\n", "    source: file\n")
-    with pytest.raises(ConfigError, match=r":3: cameras\[0\]\.source: expected a mapping with type: one of file, images, synthetic, rtsp, usb, got 'file'"):
+    with pytest.raises(ConfigError, match=r":3: cameras\[0\]\.source: "
+                                          r"expected a mapping with type: one of file, images, synthetic, rtsp, usb, got 'file'"):
         load_config(write(tmp_path, text))
 
 
@@ -258,7 +264,8 @@ def test_sink_listing_a_camera_twice(tmp_path):
 
 
 def test_boolean_is_not_a_class_id(tmp_path):
-    text = VALID.replace("    path: ${VIGIL_SHARED}/models/yolov8n.onnx\n", "    path: ${VIGIL_SHARED}/models/yolov8n.onnx\n    classes: [true]\n")
+    text = VALID.replace("    path: ${VIGIL_SHARED}/models/yolov8n.onnx\n",
+                         "    path: ${VIGIL_SHARED}/models/yolov8n.onnx\n    classes: [true]\n")
     with pytest.raises(ConfigError, match=r"models\[0\]\.classes\[0\]"):
         load_config(write(tmp_path, text))
 

@@ -13,7 +13,7 @@ from pipeline.preprocess import LetterboxScratch, letterbox_into
 
 def _nvrtc_missing() -> str | None:
     try:
-        from cuda.bindings import nvrtc  # noqa: F401
+        from cuda.bindings import nvrtc  # noqa: F401 - only probing that it imports
     except ImportError as exc:
         return f"cuda-python (cuda.bindings) not installed: {exc}"
     try:

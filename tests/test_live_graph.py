@@ -166,7 +166,7 @@ metrics: {{port: {port}}}
     # add one
     write(["gate", "yard"])
     reply = json.loads(urllib.request.urlopen(urllib.request.Request(f"{base}/reload", method="POST"), timeout=30).read())
-    assert reply == {"ok": True, "added": ["yard"], "removed": [], "restarted": [], "not_applied": []}
+    assert reply == {"ok": True, "added": ["yard"], "removed": [], "restarted": [], "not_applied": [], "failed": {}}
     assert wait_for(lambda: get_json(f"{base}/healthz").get("cameras", {}).get("yard", {}).get("fps_out", 0) > 1, 15)
     gate_before = graph.ctx.metrics.camera("gate").frames_out
     # remove the first: the other goes on

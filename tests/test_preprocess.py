@@ -8,8 +8,8 @@ import pytest
 
 from pipeline.frames import Letterbox
 from pipeline.preprocess import PAD_VALUE, LetterboxScratch, letterbox_geometry, letterbox_into
-from pipeline.slots import SlotRing
 from pipeline.queues import Stopped
+from pipeline.slots import SlotRing
 
 FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "ultralytics_reference.json").read_text())
 

@@ -48,7 +48,7 @@ def run(tracker, boxes, step=1, shuffle_seed=1):
         det = detections(boxes[f][order])
         track_ids = tracker.update(det, f / FPS)
         ids = {}
-        for box, track_id in zip(det.xyxy[track_ids >= 0], track_ids[track_ids >= 0]):
+        for box, track_id in zip(det.xyxy[track_ids >= 0], track_ids[track_ids >= 0], strict=True):
             k = int(np.argmin(np.abs(boxes[f] - box).sum(axis=1)))
             ids[k] = int(track_id)
         history.append(ids)

@@ -28,6 +28,8 @@ class ModelLoadError(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class TensorSpec:
+    """A model input or output: its name, one batch row's shape, and its dtype."""
+
     name: str
     shape: tuple[int, ...]  # one batch row: the full shape without the leading batch axis
     dtype: np.dtype
@@ -35,6 +37,8 @@ class TensorSpec:
 
 @dataclass(frozen=True, slots=True)
 class ModelInfo:
+    """What a loaded model is: its file, input and output tensors, batch limit, class names and stride."""
+
     path: Path
     input: TensorSpec  # shape (3, H, W)
     outputs: tuple[TensorSpec, ...]
@@ -75,6 +79,7 @@ class Backend(Protocol):
 
 
 def missing_model_message(path: Path) -> str:
+    """The ModelLoadError text for a model file that is not there: the ways to fix it."""
     return (
         f"model file not found: {path}. Put the ONNX model at that path, fix the model's 'path' in the "
         f"config, or set VIGIL_SHARED to the folder that holds models/ (default ../shared; see README, "

@@ -5,7 +5,8 @@ precision and batch profile it was built with. Each is part of the cache key; th
 carries them and a JSON sidecar (`X.engine.json`) records them in full, with the model facts an
 engine does not keep (class names, stride, input size from the ONNX's Ultralytics metadata).
 
-Everything here is plain Python: it runs (and is tested) without a GPU or TensorRT.
+Everything here is plain Python: it runs (and is tested) without a GPU or TensorRT, and it must
+not import either; building and loading engines is tensorrt.py's job.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ _HASH_CHUNK = 1 << 20
 
 
 def sha256_file(path: Path) -> str:
+    """The hex SHA-256 of a file's contents, read in 1 MiB chunks."""
     h = hashlib.sha256()
     with Path(path).open("rb") as f:
         while chunk := f.read(_HASH_CHUNK):
@@ -37,6 +39,9 @@ def batch_profile(max_batch: int) -> tuple[int, int, int]:
 
 @dataclass(frozen=True, slots=True)
 class EngineKey:
+    """Everything an engine is only valid for: the ONNX file's hash, the GPU's compute capability,
+    the TensorRT version, the precision and the batch profile."""
+
     onnx_sha256: str
     compute_capability: str  # "8.6"
     tensorrt_version: str  # "10.3.0"
@@ -110,10 +115,12 @@ class EngineCacheError(RuntimeError):
 
 
 def sidecar_path(engine_path: Path) -> Path:
+    """The JSON record beside an engine: `X.engine` -> `X.engine.json`."""
     return Path(str(engine_path) + SIDECAR_SUFFIX)
 
 
 def cached_engine(cache_dir: Path, onnx_path: Path, key: EngineKey) -> Path:
+    """Where the engine for `onnx_path` and `key` lives in `cache_dir` (whether it exists or not)."""
     return Path(cache_dir) / key.filename(Path(onnx_path).stem)
 
 
@@ -126,5 +133,6 @@ def check_engine(engine_path: Path, current: EngineKey) -> list[str]:
 
 
 def rebuild_hint(onnx_path: Path | str, key: EngineKey) -> str:
+    """The `run.py build-engine` command that builds an engine for `key` in place of a stale one."""
     fp16 = " --fp16" if key.precision == "fp16" else ""
     return f"python run.py build-engine {onnx_path}{fp16} --max-batch {key.batch[2]} --rebuild"

@@ -46,6 +46,7 @@ DEFAULT_ENGINE_DIR = Path(__file__).resolve().parents[2] / "engines"
 
 
 def import_tensorrt() -> Any:
+    """The `tensorrt` module. Raises ModelLoadError, with the install hint, when it is missing or older than 10."""
     try:
         import tensorrt as trt
     except ImportError as exc:
@@ -246,7 +247,7 @@ class TensorRTBackend:
                  self.path.name, self.input_name, (3, h, w), in_dtype, self.min_batch, self.max_batch,
                  {o.name: o.shape for o in out_specs}, "on" if gpu_preprocess else "off")
 
-    def allocate_ring(self, count: int, batch: int, raw_capacity: tuple[int, int] | None = None):  # noqa: ANN201
+    def allocate_ring(self, count: int, batch: int, raw_capacity: tuple[int, int] | None = None):
         """A ring of pinned slots (and device buffers) for this engine, freed by close()."""
         from pipeline.cuda.ring import PinnedSlotRing
 

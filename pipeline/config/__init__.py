@@ -1,53 +1,58 @@
-"""The YAML camera graph: models (schema), `file:line: key: message` errors (errors), checks between
-sections (checks) and reading a file with `${VAR}` and `${file:...}` references (loader).
+"""The YAML camera graph: models (schema, with zones, lines and rules in rules and the shared field
+types in fields), `file:line: key: message` errors (errors), checks between sections (checks) and
+reading a file with `${VAR}` and `${file:...}` references (loader).
 
 Code outside this package imports from `pipeline.config`; the modules inside import each other by
-their full path (schema ← errors ← checks ← loader), never from here.
+their full path (fields ← rules ← schema ← errors ← checks ← loader), never from here.
 """
 
 from pipeline.config.checks import check_files, cross_check
 from pipeline.config.errors import ConfigError, ConfigIssue, LoadedConfig, did_you_mean, format_path, mask_secrets
-from pipeline.config.loader import SECRET_MAX_BYTES, config_from_data, load_config
-from pipeline.config.schema import (
-    DEFAULT_LIVE_MAX_AGE_MS,
+from pipeline.config.fields import (
     FOURCC_PATTERN,
     ID_PATTERN,
     PATTERN_MEANING,
     RTSP_URL_PATTERN,
-    CameraConfig,
-    ClassList,
     ConfigPath,
+    Identifier,
+    Strict,
+)
+from pipeline.config.loader import SECRET_MAX_BYTES, config_from_data, load_config
+from pipeline.config.rules import (
+    ClassList,
     CountRule,
     DwellRule,
+    LineConfig,
+    LineCrossingRule,
+    Point,
+    ProximityRule,
+    RuleBase,
+    RuleConfig,
+    ZoneConfig,
+    ZoneIntrusionRule,
+)
+from pipeline.config.schema import (
+    DEFAULT_LIVE_MAX_AGE_MS,
+    CameraConfig,
     EventsSinkConfig,
     EvidenceConfig,
     FileSourceConfig,
-    Identifier,
     ImagesSourceConfig,
     JsonlSinkConfig,
-    LineConfig,
-    LineCrossingRule,
     MetricsConfig,
     ModelConfig,
     PipelineConfig,
-    Point,
-    ProximityRule,
     QueueConfig,
     ReconnectConfig,
     RtspSourceConfig,
-    RuleBase,
-    RuleConfig,
     SinkConfig,
     SourceConfig,
-    Strict,
     SyntheticSourceConfig,
     TrackerSettings,
     UsbSourceConfig,
     VideoSinkConfig,
     VigilConfig,
     ZmqSinkConfig,
-    ZoneConfig,
-    ZoneIntrusionRule,
 )
 
 __all__ = [

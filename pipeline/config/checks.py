@@ -11,7 +11,8 @@ check_files looks at files, and only to stat them.
 from __future__ import annotations
 
 from pipeline.config.errors import ConfigIssue, LoadedConfig, did_you_mean
-from pipeline.config.schema import FileSourceConfig, ImagesSourceConfig, LineCrossingRule, VideoSinkConfig, ZmqSinkConfig
+from pipeline.config.rules import LineCrossingRule
+from pipeline.config.schema import FileSourceConfig, ImagesSourceConfig, VideoSinkConfig, ZmqSinkConfig
 from pipeline.paths import SHARED_ENV
 
 

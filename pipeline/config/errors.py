@@ -21,12 +21,16 @@ from typing import Annotated, Any, Union
 
 from pydantic import BaseModel, ValidationError
 
-from pipeline.config.schema import PATTERN_MEANING, VigilConfig
+from pipeline.config.fields import PATTERN_MEANING
+from pipeline.config.schema import VigilConfig
 from pipeline.redact import mask_url
 
 
 @dataclass(frozen=True, slots=True)
 class ConfigIssue:
+    """One problem: the file (or `error` for command-line options), its line (0: none), the dotted
+    key and the message; str() is `file:line: key: message`."""
+
     file: str
     line: int
     key: str
@@ -48,6 +52,9 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class LoadedConfig:
+    """A validated config with the line of each key in its file, so later checks (cross_check,
+    check_files, the graph) report issues at the right line."""
+
     config: VigilConfig
     file: str
     lines: dict[tuple[Any, ...], int]
@@ -61,11 +68,13 @@ class LoadedConfig:
         return _line_of(self.lines, path)
 
     def issue(self, path: tuple[Any, ...], message: str) -> ConfigIssue:
+        """An issue at `path`, with its line, its key (or the option that set it) and secrets masked."""
         return ConfigIssue(self.file, self.line_of(path), self.key_names.get(path, format_path(path)),
                            mask_secrets(message, self.secrets))
 
 
 def format_path(path: tuple[Any, ...]) -> str:
+    """A key path as users write it: ("cameras", 0, "source", "url") -> `cameras[0].source.url`."""
     out = ""
     for part in path:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
@@ -82,6 +91,7 @@ def _line_of(lines: dict[tuple[Any, ...], int], path: tuple[Any, ...]) -> int:
 
 
 def did_you_mean(word: str, choices: list[str]) -> str:
+    """` (did you mean 'x'?)` for the closest of `choices` to `word`, or "" when none is close."""
     close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
 

@@ -196,7 +196,12 @@ class _Builder:
 
 def load_config(path: str | Path) -> LoadedConfig:
     """Reads, expands, validates and cross-checks a config. Raises ConfigError with every issue found.
-    Does not touch the files it names (see `check_files`) nor load models; it reads `${file:...}` secrets."""
+    Does not touch the files it names (see `check_files`) nor load models; it reads `${file:...}` secrets.
+
+    Example:
+        >>> loaded = load_config("configs/demo.yaml")
+        >>> [camera.id for camera in loaded.config.cameras]
+    """
     path = Path(path)
     file = str(path)
     if not path.is_file():

@@ -1,8 +1,9 @@
 """The YAML camera graph as pydantic models: one model per YAML section.
 
 Owns the shape of a config: every key, its type, its bounds and its default, `extra="forbid"` so a
-typo fails, and `type:` selecting the source, rule or sink class. It also answers the questions
-the rest of the pipeline asks of a source (is it live, does the pipeline pace it, at what rate).
+typo fails, and `type:` selecting the source or sink class. It also answers the questions the rest
+of the pipeline asks of a source (is it live, does the pipeline pace it, at what rate). Zones,
+lines and rules are in rules.py; the shared field types and `Strict` in fields.py.
 
 It must not read files or YAML, nor expand `${...}` references: loader.py does that and hands
 plain data to `VigilConfig.model_validate(data, context={"base_dir": ...})`. Turning validation
@@ -11,45 +12,15 @@ errors into `file:line: key: message` is errors.py's job, cross-section rules ar
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    Field,
-    StrictInt,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, StrictInt, field_validator, model_validator
 
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
-FOURCC_PATTERN = r"^[A-Za-z0-9 ]{4}$"
-RTSP_URL_PATTERN = r"^rtsps?://\S+$"
+from pipeline.config.fields import FOURCC_PATTERN, RTSP_URL_PATTERN, ConfigPath, Identifier, Strict
+from pipeline.config.rules import LineConfig, RuleConfig, ZoneConfig
+
 # max_frame_age_ms of live cameras that set none: well above one CPU batch, far below "stale".
 DEFAULT_LIVE_MAX_AGE_MS = 2000.0
-# What each pattern means, for error messages (a regex is no help to a user).
-PATTERN_MEANING = {
-    ID_PATTERN: "an id of letters, digits, '_', '.' or '-', starting with a letter or digit, at most 64 long",
-    FOURCC_PATTERN: "a 4-character FourCC codec code such as mp4v, avc1 or MJPG",
-    RTSP_URL_PATTERN: "an rtsp:// or rtsps:// URL without spaces, e.g. rtsp://${CAM_USER}:${CAM_PASSWORD}@10.0.0.5:554/stream",
-}
-
-
-def _resolve_path(value: Path, info: ValidationInfo) -> Path:
-    base = (info.context or {}).get("base_dir")
-    value = value.expanduser()
-    return (Path(base) / value).resolve() if base is not None and not value.is_absolute() else value
-
-
-ConfigPath = Annotated[Path, AfterValidator(_resolve_path)]
-Identifier = Annotated[str, Field(pattern=ID_PATTERN)]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class _Source(Strict):
@@ -71,6 +42,9 @@ class _Source(Strict):
 
 
 class FileSourceConfig(_Source):
+    """`type: file`: a video file, read as fast as the pipeline takes it or, with `realtime`,
+    paced at its fps and treated as a live camera."""
+
     type: Literal["file"]
     path: ConfigPath
     realtime: bool = Field(False, description="pace at the file's native fps and treat it as a live camera")
@@ -94,6 +68,8 @@ class FileSourceConfig(_Source):
 
 
 class ImagesSourceConfig(_Source):
+    """`type: images`: one image, or every image in a directory, each one frame."""
+
     type: Literal["images"]
     path: ConfigPath = Field(description="an image file or a directory of images")
 
@@ -101,6 +77,8 @@ class ImagesSourceConfig(_Source):
 
 
 class SyntheticSourceConfig(_Source):
+    """`type: synthetic`: generated frames (a moving rectangle) at `fps`, for tests and benchmarks."""
+
     type: Literal["synthetic"]
     width: int = Field(640, ge=16, le=8192)
     height: int = Field(480, ge=16, le=8192)
@@ -124,6 +102,8 @@ class SyntheticSourceConfig(_Source):
 
 
 class RtspSourceConfig(_Source):
+    """`type: rtsp`: a network camera stream; always live."""
+
     type: Literal["rtsp"]
     url: str = Field(pattern=RTSP_URL_PATTERN, description=(
         "rtsp:// or rtsps:// URL; credentials may come from the environment or a secret file, e.g. "
@@ -138,6 +118,8 @@ class RtspSourceConfig(_Source):
 
 
 class UsbSourceConfig(_Source):
+    """`type: usb`: a local V4L2/USB camera; always live."""
+
     type: Literal["usb"]
     device: str | StrictInt = Field("/dev/video0", description="/dev/videoN, or the index N")
     width: int | None = Field(None, ge=16, le=8192, description="ask the camera for this mode; default: its own")
@@ -152,12 +134,14 @@ class UsbSourceConfig(_Source):
 
 
 SourceConfig = Annotated[
-    Union[FileSourceConfig, ImagesSourceConfig, SyntheticSourceConfig, RtspSourceConfig, UsbSourceConfig],
+    FileSourceConfig | ImagesSourceConfig | SyntheticSourceConfig | RtspSourceConfig | UsbSourceConfig,
     Field(discriminator="type"),
 ]
 
 
 class QueueConfig(Strict):
+    """A camera's frame queue; unset keys follow the source (see `CameraConfig.policy`, `queue_size`)."""
+
     size: int | None = Field(None, ge=1, le=1024, description="default: 8 for files, 2 for live sources (fresh frames)")
     policy: Literal["block", "drop_oldest"] | None = Field(None, description=(
         "block: nothing lost (files); drop_oldest: latency bounded (live). Default follows the source."))
@@ -178,71 +162,9 @@ class ReconnectConfig(Strict):
         return self
 
 
-Point = tuple[float, float]
-ClassList = list[StrictInt | str]
-
-
-class ZoneConfig(Strict):
-    id: Identifier
-    points: list[Point] = Field(min_length=3, description="polygon corners")
-    units: Literal["pixels", "normalized"] = Field("pixels", description="normalized: fractions of width/height")
-
-
-class LineConfig(Strict):
-    id: Identifier
-    points: tuple[Point, Point] = Field(description="a → b; `in`: from the left-hand to the right-hand side walking a→b")
-    units: Literal["pixels", "normalized"] = "pixels"
-
-
-class RuleBase(Strict):
-    id: Identifier
-    classes: ClassList | None = Field(None, min_length=1, description="names or ids; default every class")
-    anchor: Literal["bottom_center", "center", "top_center"] = "bottom_center"
-    clear_seconds: float = Field(1.0, ge=0, le=3600, description="condition false this long ends an incident")
-    cooldown_seconds: float = Field(10.0, ge=0, le=86400,
-                                    description="no new incident for the same subject before this has passed")
-    update_seconds: float | None = Field(None, gt=0, le=3600, description="period of `update` events while active")
-
-
-class ZoneIntrusionRule(RuleBase):
-    type: Literal["zone_intrusion"]
-    zone: str
-    min_seconds: float = Field(0.5, ge=0, le=3600)
-
-
-class DwellRule(RuleBase):
-    type: Literal["dwell"]
-    zone: str
-    max_seconds: float = Field(gt=0, le=86400)
-
-
-class LineCrossingRule(RuleBase):
-    type: Literal["line_crossing"]
-    line: str
-    direction: Literal["in", "out", "both"] = "both"
-
-
-class ProximityRule(RuleBase):
-    type: Literal["proximity"]
-    classes_b: ClassList = Field(min_length=1)
-    max_distance: float = Field(gt=0)
-    units: Literal["pixels", "box_height"] = Field("box_height", description="box_height: multiples of the A box's height")
-    min_seconds: float = Field(0.5, ge=0, le=3600)
-
-
-class CountRule(RuleBase):
-    type: Literal["count"]
-    zone: str
-    max_count: int = Field(ge=0)
-    min_seconds: float = Field(1.0, ge=0, le=3600)
-
-
-RuleConfig = Annotated[
-    Union[ZoneIntrusionRule, DwellRule, LineCrossingRule, ProximityRule, CountRule], Field(discriminator="type")
-]
-
-
 class TrackerSettings(Strict):
+    """The tracker's score thresholds (low <= high <= new track) and how long a lost track is kept."""
+
     high_score: float = Field(0.5, gt=0, lt=1)
     low_score: float = Field(0.1, gt=0, lt=1)
     new_track_score: float = Field(0.6, gt=0, le=1)
@@ -257,6 +179,9 @@ class TrackerSettings(Strict):
 
 
 class CameraConfig(Strict):
+    """One `cameras:` item: its source, the model (by id) it feeds, its zones, lines and rules, and
+    how a live source is watched (reconnects, stalls, frozen pictures, stale frames)."""
+
     id: Identifier
     source: SourceConfig
     model: str
@@ -299,6 +224,9 @@ _FrameSize = tuple[Annotated[int, Field(ge=16, le=16384)], Annotated[int, Field(
 
 
 class ModelConfig(Strict):
+    """One `models:` item: the detector file, its backend and decoding thresholds, batching, and the
+    TensorRT-only settings."""
+
     id: Identifier
     path: ConfigPath
     backend: Literal["onnxruntime", "tensorrt"] = Field("onnxruntime", description=(
@@ -331,12 +259,16 @@ class ModelConfig(Strict):
 
 
 class JsonlSinkConfig(Strict):
+    """`type: jsonl`: one JSON record per frame (detections) in a JSON Lines file."""
+
     type: Literal["jsonl"]
     path: ConfigPath
     cameras: list[str] | None = Field(None, description="default: every camera")
 
 
 class VideoSinkConfig(Strict):
+    """`type: video`: an annotated MP4 per camera."""
+
     type: Literal["video"]
     path: ConfigPath = Field(description="must contain {camera} when the sink takes more than one camera")
     cameras: list[str] | None = None
@@ -345,6 +277,8 @@ class VideoSinkConfig(Strict):
 
 
 class ZmqSinkConfig(Strict):
+    """`type: zmq`: rule events published on a ZeroMQ PUB socket."""
+
     type: Literal["zmq"]
     endpoint: str = Field("tcp://127.0.0.1:5560", pattern=r"^(tcp|ipc|inproc)://.+", description="PUB binds here")
     hwm: int = Field(1000, ge=1, le=1_000_000, description="events queued per subscriber before drops")
@@ -352,15 +286,19 @@ class ZmqSinkConfig(Strict):
 
 
 class EventsSinkConfig(Strict):
+    """`type: events`: rule events in a JSON Lines file."""
+
     type: Literal["events"]
     path: ConfigPath = Field(description="JSON Lines, one event per line")
     cameras: list[str] | None = None
 
 
-SinkConfig = Annotated[Union[JsonlSinkConfig, VideoSinkConfig, ZmqSinkConfig, EventsSinkConfig], Field(discriminator="type")]
+SinkConfig = Annotated[JsonlSinkConfig | VideoSinkConfig | ZmqSinkConfig | EventsSinkConfig, Field(discriminator="type")]
 
 
 class EvidenceConfig(Strict):
+    """The `evidence:` section: a snapshot and a clip for each incident's `start`, on a disk budget."""
+
     dir: ConfigPath = Field(description="snapshots/ and clips/ are written below it")
     snapshots: bool = Field(True, description="a JPEG with the boxes for each `start` event")
     clips: bool = Field(True, description="an MP4 from pre_seconds before to post_seconds after each start")
@@ -370,6 +308,8 @@ class EvidenceConfig(Strict):
 
 
 class PipelineConfig(Strict):
+    """The `pipeline:` section: buffering between stages, shutdown time and thread settings."""
+
     slots: int = Field(3, ge=2, le=64, description="input/output slots per model: 2 = double buffering")
     queue_size: int = Field(4, ge=1, le=1024, description="postprocess → each sink (a model's inner queues hold `slots`)")
     drain_timeout_s: float = Field(30.0, gt=0, le=3600, description="SIGINT/SIGTERM: time to finish queued work")
@@ -392,6 +332,8 @@ class MetricsConfig(Strict):
 
 
 class VigilConfig(Strict):
+    """A whole config file: cameras, models, sinks and the optional sections."""
+
     cameras: list[CameraConfig] = Field(min_length=1)
     models: list[ModelConfig] = Field(min_length=1)
     sinks: list[SinkConfig] = Field(default_factory=list)
@@ -400,4 +342,5 @@ class VigilConfig(Strict):
     metrics: MetricsConfig = MetricsConfig()
 
     def sink_cameras(self, sink: JsonlSinkConfig | VideoSinkConfig) -> list[str]:
+        """The ids of the cameras `sink` takes: its `cameras:` list, else every camera."""
         return list(sink.cameras) if sink.cameras is not None else [c.id for c in self.cameras]

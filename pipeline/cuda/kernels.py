@@ -129,6 +129,9 @@ def _compile(arch: str, *, cubin: bool) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class LetterboxArgs:
+    """Where one image comes from and goes to on the device, and its letterbox geometry (from
+    `preprocess.letterbox_geometry`), as `LetterboxKernel.launch` passes them to the kernel."""
+
     src_ptr: int  # device pointer to HWC BGR uint8
     src_w: int
     src_h: int

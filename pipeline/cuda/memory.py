@@ -1,4 +1,8 @@
-"""Pinned host buffers, device buffers, streams and events, each freed by an explicit close()."""
+"""Pinned host buffers, device buffers, streams and events, each freed by an explicit close().
+
+Thin wrappers over cuda-python through runtime.check (errors become CudaError naming the call); no
+object here frees itself on garbage collection, so the owner (a slot ring, a backend) must close it.
+"""
 
 from __future__ import annotations
 
@@ -99,6 +103,12 @@ class PinnedBuffer:
 
 
 class DeviceBuffer:
+    """`nbytes` of device memory (cudaMalloc) at the int pointer `ptr`; freed by close().
+
+    Args:
+        nbytes: the size in bytes (at least 1 is allocated).
+    """
+
     def __init__(self, nbytes: int) -> None:
         rt, _, _ = modules()
         self.nbytes = int(nbytes)

@@ -25,6 +25,9 @@ COPY_WAIT_S = 10.0
 
 @dataclass(eq=False)
 class DeviceSlot:
+    """The CUDA side of one slot, in `slot.bindings["cuda"]`: device buffers matching the slot's
+    pinned tensors, the events of its last copies, and optional staging for GPU preprocessing."""
+
     host: dict[str, PinnedBuffer]  # tensor name -> pinned memory (the slot's arrays view it)
     device: dict[str, DeviceBuffer]  # tensor name -> device memory of the same size
     h2d_done: Event = field(default_factory=Event)
@@ -62,6 +65,14 @@ class DeviceSlot:
 
 
 class PinnedSlotRing(SlotRing):
+    """A SlotRing whose slots' arrays are pinned memory with device buffers beside them; `acquire`
+    returns a slot only once its last copies are done. Build it with `allocate_pinned`.
+
+    Args:
+        slots: slots with a DeviceSlot each in `bindings["cuda"]`.
+        device: the GPU whose buffers they are; made current in the thread that acquires.
+    """
+
     @classmethod
     def allocate_pinned(cls, count: int, batch: int, input_specs: dict[str, tuple[tuple[int, ...], np.dtype]],
                         output_specs: dict[str, tuple[tuple[int, ...], np.dtype]], *,

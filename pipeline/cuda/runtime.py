@@ -14,6 +14,15 @@ class CudaUnavailable(RuntimeError):
 
 
 class CudaError(RuntimeError):
+    """A CUDA, driver or NVRTC call failed; the message names the call, the error and its description.
+
+    Args:
+        call: the function called, e.g. `cudaMemcpyAsync`.
+        code: the error code cuda-python returned.
+        name: the error's name, e.g. `cudaErrorInvalidValue`.
+        description: CUDA's text for it.
+    """
+
     def __init__(self, call: str, code: Any, name: str, description: str) -> None:
         super().__init__(f"{call} failed: {name} ({description})")
         self.call = call
@@ -82,6 +91,7 @@ def check(call: str, result: Any) -> Any:
 
 
 def device_count() -> int:
+    """The number of CUDA devices. Raises CudaUnavailable when the runtime cannot count them (no driver, no GPU)."""
     rt, _, _ = modules()
     err, count = rt.cudaGetDeviceCount()
     if not _is_success(err):
@@ -91,6 +101,7 @@ def device_count() -> int:
 
 
 def compute_capability(device: int = 0) -> tuple[int, int]:
+    """(major, minor) compute capability of `device`, e.g. (8, 6)."""
     rt, _, _ = modules()
     major = check("cudaDeviceGetAttribute", rt.cudaDeviceGetAttribute(
         rt.cudaDeviceAttr.cudaDevAttrComputeCapabilityMajor, device))
@@ -100,6 +111,7 @@ def compute_capability(device: int = 0) -> tuple[int, int]:
 
 
 def device_name(device: int = 0) -> str:
+    """The product name of `device`, e.g. `NVIDIA GeForce RTX 3060`."""
     rt, _, _ = modules()
     props = check("cudaGetDeviceProperties", rt.cudaGetDeviceProperties(device))
     name = props.name

@@ -115,6 +115,9 @@ def kernel_vs_cpu(images: list[np.ndarray], dst: tuple[int, int] = (640, 640)) -
 
 @dataclass(frozen=True, slots=True)
 class OverlapResult:
+    """The timings of `overlap`: wall time synchronised vs on two streams, and per-batch copy and
+    kernel times from CUDA events."""
+
     batches: int
     sync_ms: float  # wall, one stream, synchronised after each batch
     overlapped_ms: float  # wall, two streams alternating
@@ -136,7 +139,8 @@ class OverlapResult:
         return max(0.0, min(1.0, (serial - per_batch) / (serial - ideal))) if serial > ideal else 1.0
 
 
-def overlap(batches: int = 50, batch: int = 8, frame_hw: tuple[int, int] = (1080, 1920), dst: tuple[int, int] = (640, 640)) -> OverlapResult:
+def overlap(batches: int = 50, batch: int = 8, frame_hw: tuple[int, int] = (1080, 1920),
+            dst: tuple[int, int] = (640, 640)) -> OverlapResult:
     """Raw 1080p frames in (H2D), letterboxed by the kernel into float32 input tensors, tensors out
     (D2H, standing in for the model's outputs): sync vs two alternating streams."""
     h, w = frame_hw

@@ -1,4 +1,9 @@
-"""Postprocess stage: decode + NMS per batch, release the slot, route results to each camera's sinks."""
+"""Postprocess stage: decode + NMS per batch, release the slot, route results to each camera's sinks.
+
+The slot goes back to the ring as soon as its outputs are decoded, before any result is routed, so
+preprocess can refill it while sinks are slow. That is safe because the decoder's Detections are
+copies (fancy indexing), never views of the slot's arrays; nothing downstream may keep such a view.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,27 @@ import time
 from pipeline.frames import Batch, EndOfStream, FrameResult
 from pipeline.metrics import CameraMetrics
 from pipeline.postprocess.yolo import YoloDecoder
-from pipeline.slots import SlotRing
 from pipeline.queues import BoundedQueue
+from pipeline.slots import SlotRing
 from pipeline.stage import CameraSet, Stage, StageContext, consume
 
 
 class PostprocessStage(Stage):
+    """Decodes each batch's output, releases its slot, and puts each frame's FrameResult on its
+    camera's routes; results older than the camera's bound are dropped (counted as too_old).
+
+    Args:
+        model_id: the model's id, for the stage name.
+        inp: batches from the inference stage.
+        ring: the slot ring to release the batches' slots to.
+        decoder: the model's YOLO decoder.
+        output_name: the output tensor it decodes.
+        class_names: the model's class names, attached to each result.
+        routes: camera id -> the queues of the stages that take its results.
+        cameras: the cameras whose EndOfStream the stage waits for; default: those in `routes`.
+        max_age_s: camera id -> the oldest a result may be when handed on; none for cameras not in it.
+    """
+
     def __init__(self, model_id: str, inp: BoundedQueue, ring: SlotRing, decoder: YoloDecoder, output_name: str,
                  class_names: dict[int, str], routes: dict[str, list[BoundedQueue]],
                  cameras: CameraSet | None = None, max_age_s: dict[str, float] | None = None) -> None:

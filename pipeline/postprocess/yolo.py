@@ -31,6 +31,8 @@ class LayoutError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class DecodeParams:
+    """The decoder's thresholds: confidence, NMS IoU, detections per image, and a class filter."""
+
     conf: float = 0.25
     iou: float = 0.45
     max_det: int = 300
@@ -38,8 +40,20 @@ class DecodeParams:
 
 
 class YoloDecoder:
+    """Turns a batch of one YOLO output layout into Detections per frame (see the module docstring).
+
+    Args:
+        family: yolov8, yolo11 or yolov5 (yolo11 decodes as yolov8).
+        output_shape: one batch row of the model's output (without the batch axis).
+        num_classes: the model's class count when known; it must then match the layout.
+        params: thresholds and class filter.
+
+    Raises:
+        LayoutError: an unknown family, or an output shape that does not fit it (the message says
+            when it fits the other family).
+    """
+
     def __init__(self, family: str, output_shape: tuple[int, ...], num_classes: int | None, params: DecodeParams) -> None:
-        """`output_shape` is one batch row of the model's output (without the batch axis)."""
         if family not in FAMILIES:
             raise LayoutError(f"unknown family {family!r}: expected one of {', '.join(FAMILIES)}")
         self.family_name = family  # as configured, for messages

@@ -28,12 +28,26 @@ class _State:
 
 @dataclass(frozen=True, slots=True)
 class Transition:
+    """One step of an incident that `Debouncer.step` or `finish` reports."""
+
     kind: Kind
     subject: Hashable
     since: float  # when the incident started (its start time; for `end` too)
 
 
 class Debouncer:
+    """Incidents per subject from a per-frame condition (see the module docstring).
+
+    Args:
+        min_seconds: how long the condition must hold before an incident starts.
+        clear_seconds: how long it must be false before the incident ends.
+        cooldown_seconds: after an end, how long before the same subject can start again.
+        update_seconds: period of `update` transitions while an incident is open; None for none.
+
+    Raises:
+        ValueError: a negative duration.
+    """
+
     def __init__(self, *, min_seconds: float, clear_seconds: float, cooldown_seconds: float,
                  update_seconds: float | None = None) -> None:
         if min(min_seconds, clear_seconds, cooldown_seconds) < 0:
@@ -50,6 +64,8 @@ class Debouncer:
         return any(s.active_since is not None for s in self._states.values())
 
     def step(self, true_subjects: Iterable[Hashable], now: float) -> list[Transition]:
+        """Advances to `now` with the subjects whose condition holds this frame; returns the starts,
+        updates and ends this causes."""
         out: list[Transition] = []
         seen = set(true_subjects)
         for subject in seen:

@@ -68,6 +68,7 @@ def class_table(classes: frozenset[int] | None) -> np.ndarray | None:
 
 
 def class_mask(table: np.ndarray | None, class_id: np.ndarray) -> np.ndarray:
+    """(N,) bool: which `class_id`s are in the table from `class_table` (all of them for None)."""
     if table is None:
         return np.ones(class_id.shape[0], bool)
     return table[np.minimum(class_id, table.shape[0] - 1)]

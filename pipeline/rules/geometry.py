@@ -1,8 +1,9 @@
 """Zones (polygons) and lines in frame pixels, with vectorised tests over many points.
 
 Coordinates in the config are pixels, or fractions of the frame (0..1) with `units: normalized`;
-`resolve()` turns them into pixels once the camera's frame size is known and rejects shapes that
-fall outside the frame."""
+`to_pixels()` turns them into pixels once the camera's frame size is known, and `outside_frame()`
+lets the caller reject shapes that fall outside the frame. Nothing here reads the config or knows
+about tracks: it is geometry on arrays."""
 
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ def anchor_points(xyxy: np.ndarray, anchor: Anchor) -> np.ndarray:
 
 @dataclass(frozen=True, slots=True)
 class Polygon:
+    """A named zone: a polygon of K corners in frame pixels, with its edges precomputed for `contains`."""
+
     name: str
     points: np.ndarray  # (K, 2) pixels
     _edges: tuple[np.ndarray, ...] = field(init=False, repr=False, compare=False)
@@ -53,6 +56,8 @@ class Polygon:
 
 @dataclass(frozen=True, slots=True)
 class Line:
+    """A named segment a → b in frame pixels; its direction defines `in` and `out`."""
+
     name: str
     a: np.ndarray  # (2,) pixels
     b: np.ndarray
@@ -79,6 +84,7 @@ class Line:
 
 
 def to_pixels(points: list[tuple[float, float]], units: Literal["pixels", "normalized"], width: int, height: int) -> np.ndarray:
+    """(K, 2) float64 pixels of config points: normalized ones are scaled by the frame's width and height."""
     arr = np.asarray(points, np.float64)
     if units == "normalized":
         arr = arr * np.array([width, height], np.float64)

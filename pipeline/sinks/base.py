@@ -69,7 +69,7 @@ class Sink(ABC):
     def write(self, result: FrameResult) -> None:
         """One frame's result (only called when `wants_frames`)."""
 
-    def end_camera(self, camera_id: str) -> None:
+    def end_camera(self, camera_id: str) -> None:  # noqa: B027 - optional hook: most sinks have nothing to finish
         """The camera's stream has ended (e.g. finish its file)."""
 
     @abstractmethod

@@ -30,12 +30,16 @@ class SourceError(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class SourceInfo:
+    """What `Source.open` learned about the stream: its native rate and length, where known."""
+
     fps: float | None  # native rate, None when unknown
     total_frames: int | None  # None for endless or unknown-length sources
 
 
 @dataclass(frozen=True, slots=True)
 class SourceFrame:
+    """One frame as a source read it (BGR image), before the capture stage stamps it into a Frame."""
+
     image: np.ndarray
     name: str  # file name for image sources, the source's name otherwise
     # The stream's own timestamp (ms) where the source has one (files, RTSP): freeze detection

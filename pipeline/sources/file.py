@@ -1,11 +1,14 @@
-"""Video file source (OpenCV/FFmpeg decoding), optionally looped."""
+"""Video file source (OpenCV/FFmpeg decoding), optionally looped or cut at `max_frames`.
+
+Like every source it only opens, reads and closes: pacing, stamping, queueing and reconnecting are
+the capture stage's job (sources/base.py, sources/live.py).
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 

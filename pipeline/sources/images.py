@@ -1,10 +1,13 @@
-"""Image file or directory-of-images source. Every file is one frame, named in its record."""
+"""Image file or directory-of-images source. Every file is one frame, named in its record.
+
+Like every source it only opens, reads and closes: pacing, stamping, queueing and reconnecting are
+the capture stage's job (sources/base.py, sources/live.py).
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 

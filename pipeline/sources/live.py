@@ -53,6 +53,9 @@ FREEZE_TOLERANCE = 8
 
 @dataclass(frozen=True, slots=True)
 class LiveSettings:
+    """How a live camera is captured and watched: stall and freeze timeouts, the open timeout, the
+    reconnect backoff, and pacing (from the camera's config; see CameraConfig and ReconnectConfig)."""
+
     stall_timeout_s: float = 3.0
     freeze_timeout_s: float | None = 10.0
     open_timeout_s: float = 5.0
@@ -256,7 +259,7 @@ class LiveCaptureStage(Stage):
                 return True
         return self._leaving(ctx)
 
-    def _frame(self, got, now_mono: float) -> Frame:  # noqa: ANN001 - SourceFrame
+    def _frame(self, got, now_mono: float) -> Frame:  # got: a SourceFrame
         return Frame(camera_id=self.camera_id, seq=next(self._seq), image=got.image, capture_mono=now_mono,
                      capture_wall=time.time(), source_name=got.name, pts=now_mono - self._started_mono)
 

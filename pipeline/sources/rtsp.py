@@ -7,8 +7,6 @@ One RtspSource is one connection; the live capture (sources/live.py) makes a new
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import base64
 import contextlib
 import os
@@ -16,6 +14,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 import cv2
@@ -135,7 +134,7 @@ def diagnose(url: str, *, timeout_s: float = 3.0) -> str:
             status = sock.recv(4096).split(b"\r\n", 1)[0].decode("latin-1", "replace")
     except ConnectionRefusedError:
         return f"connection refused by {host}:{port} (server down or wrong port)"
-    except socket.timeout:
+    except TimeoutError:
         return f"no answer from {host}:{port} within {timeout_s:g} s (host down, firewall, or wrong address)"
     except OSError as exc:
         return f"cannot connect to {host}:{port}: {exc.strerror or exc}"

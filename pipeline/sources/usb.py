@@ -1,10 +1,13 @@
-"""USB / V4L2 camera source (OpenCV's V4L2 backend)."""
+"""USB / V4L2 camera source (OpenCV's V4L2 backend).
+
+Like every source it only opens, reads and closes: pacing, stamping, queueing and reconnecting are
+the capture stage's job (sources/base.py, sources/live.py).
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import os
+from typing import TYPE_CHECKING
 
 import cv2
 

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, run_cli
 from pipeline.backends.engine_cache import (
     EngineCacheError,
     EngineKey,
@@ -21,6 +20,8 @@ from pipeline.backends.engine_cache import (
     rebuild_hint,
     sha256_file,
 )
+
+from conftest import REPO, run_cli
 
 KEY = EngineKey("ab" * 32, "8.6", "10.3.0", "fp16", (1, 4, 4))
 
@@ -78,7 +79,7 @@ def test_missing_or_corrupt_records_say_how_to_rebuild(tmp_path):
 
 def _have_tensorrt() -> bool:
     try:
-        import tensorrt  # noqa: F401
+        import tensorrt  # noqa: F401 - only probing that it imports
     except ImportError:
         return False
     return True
@@ -137,12 +138,13 @@ print("RC", rc, "IMPORTED", bad)
 
 def test_tensorrt_backend_on_a_gpu(model_path):
     if not _have_tensorrt():
-        pytest.skip("TensorRT not installed (its wheels come from NVIDIA's index; not installable in this workplace)")
+        pytest.skip("TensorRT not installed: on an NVIDIA GPU machine run "
+                    "`pip install --extra-index-url https://pypi.nvidia.com -e .[gpu]`")
     from pipeline.cuda.runtime import CudaError, CudaUnavailable, device_count
 
     try:
         if device_count() < 1:
-            pytest.skip("no CUDA device")
+            pytest.skip("no CUDA device: this test needs an NVIDIA GPU and its driver")
     except (CudaUnavailable, CudaError) as exc:
         pytest.skip(f"no CUDA GPU: {exc}")
     import threading

@@ -39,7 +39,7 @@ def detect(backend, media, names, batch):
             f.letterbox, _ = letterbox_into(image, slot.inputs[info.input.name][row], scratch)
             frames.append(f)
         backend.infer(slot, len(chunk))
-        for f, det in zip(frames, decoder.decode(slot.outputs[info.outputs[0].name], frames)):
+        for f, det in zip(frames, decoder.decode(slot.outputs[info.outputs[0].name], frames), strict=True):
             results[f.source_name] = det
     return results
 

@@ -96,12 +96,14 @@ def test_only_rows_of_the_batch_are_read():
 
 
 def test_v5_output_with_v8_family_is_a_clear_error():
-    with pytest.raises(LayoutError, match=r"expects output \[batch, 4\+nc, anchors\] = \[batch, 84, N\], got \[batch, 25200, 85\]\..*set family: yolov5"):
+    with pytest.raises(LayoutError, match=r"expects output \[batch, 4\+nc, anchors\] = \[batch, 84, N\], "
+                                          r"got \[batch, 25200, 85\]\..*set family: yolov5"):
         YoloDecoder("yolov8", (25200, 85), 80, DecodeParams())
 
 
 def test_v8_output_with_v5_family_is_a_clear_error():
-    with pytest.raises(LayoutError, match=r"expects output \[batch, anchors, 5\+nc\] = \[batch, N, 85\], got \[batch, 84, 8400\]\..*set family: yolov8"):
+    with pytest.raises(LayoutError, match=r"expects output \[batch, anchors, 5\+nc\] = \[batch, N, 85\], "
+                                          r"got \[batch, 84, 8400\]\..*set family: yolov8"):
         YoloDecoder("yolov5", (84, 8400), 80, DecodeParams())
 
 

@@ -38,7 +38,7 @@ def assert_at(events, expected):
     """(kind, frame) pairs, each frame within one of the expected (durations meet float steps)."""
     got = [(k, i) for k, i, _ in events]
     assert [k for k, _ in got] == [k for k, _ in expected], got
-    assert all(abs(i - j) <= 1 for (_, i), (_, j) in zip(got, expected)), got
+    assert all(abs(i - j) <= 1 for (_, i), (_, j) in zip(got, expected, strict=True)), got
 
 
 def debouncer(min_s=0.5, clear_s=1.0, cooldown_s=5.0):

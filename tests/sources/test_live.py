@@ -44,7 +44,8 @@ def start_server(servers: list[RtspServer], video, **kw) -> RtspServer:
 def camera(cid: str, url: str, **settings) -> LiveCaptureStage:
     s = LiveSettings(**settings)
     q = BoundedQueue(f"{cid}>out", 2, QueuePolicy.DROP_OLDEST)
-    return LiveCaptureStage(cid, lambda: RtspSource(url, open_timeout_s=s.open_timeout_s, read_timeout_s=s.stall_timeout_s + READ_TIMEOUT_MARGIN_S),
+    return LiveCaptureStage(cid, lambda: RtspSource(url, open_timeout_s=s.open_timeout_s,
+                                                    read_timeout_s=s.stall_timeout_s + READ_TIMEOUT_MARGIN_S),
                             q, s, rng=random.Random(0))
 
 
@@ -62,7 +63,7 @@ def finish(runner: GraphRunner) -> None:
 def test_backoff_doubles_to_the_cap_with_jitter_below_each_step():
     b = Backoff(0.5, 3.0, 0.2, random.Random(1))
     delays = [b.next_delay() for _ in range(6)]
-    for d, nominal in zip(delays, [0.5, 1.0, 2.0, 3.0, 3.0, 3.0]):
+    for d, nominal in zip(delays, [0.5, 1.0, 2.0, 3.0, 3.0, 3.0], strict=True):
         assert nominal * 0.8 <= d <= nominal
     b.reset()
     assert b.next_delay() <= 0.5
@@ -136,7 +137,8 @@ def test_server_killed_and_restarted_ten_times(servers, video):
             steady_before, t0 = steady_m.frames_in, time.monotonic()
             flaky.start()
             frames_then = flaky_m.frames_in
-            back = wait_for(lambda: flaky_m.frames_in > frames_then and flaky_m.state is CameraState.STREAMING, 10)
+            back = wait_for(lambda frames_then=frames_then: flaky_m.frames_in > frames_then
+                            and flaky_m.state is CameraState.STREAMING, 10)
             assert back is not None, f"cycle {cycle}: not back within 10 s ({flaky_m.state.value}: {flaky_m.state_reason})"
             backs.append(back)
             steady_rate = (steady_m.frames_in - steady_before) / (time.monotonic() - t0)

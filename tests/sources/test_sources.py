@@ -7,9 +7,9 @@ import pytest
 from pipeline.frames import EndOfStream
 from pipeline.queues import BoundedQueue, QueuePolicy
 from pipeline.sources.base import SourceError
-from pipeline.sources.live import LiveCaptureStage, LiveSettings
 from pipeline.sources.file import VideoFileSource
 from pipeline.sources.images import ImageSource
+from pipeline.sources.live import LiveCaptureStage, LiveSettings
 from pipeline.sources.synthetic import SyntheticSource
 from pipeline.stage import StageContext
 

@@ -124,7 +124,8 @@ def main() -> int:
     # 2) The reference: square letterbox forced with rect=False.
     shapes: list = []
     images = _run(MODEL, shapes, rect=False)
-    input_shapes = {n: s for n, s in zip(IMAGES, shapes)}
+    # strict=False: `shapes` has one entry per preprocess call, which is ultralytics' business, not one per image.
+    input_shapes = {n: s for n, s in zip(IMAGES, shapes, strict=False)}
     print("preprocessed tensor shapes:", input_shapes)
     nms_impl = "torchvision.ops.nms" if "torchvision" in sys.modules else "TorchNMS.nms"
 
