@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pipeline.classes import resolve_classes
 from pipeline.config import CameraConfig, RuleConfig
 from pipeline.frames import EndOfStream, Event, FrameResult, Overlay
+from pipeline.gating import CameraActivity
 from pipeline.queues import BoundedQueue
 from pipeline.rules.debounce import Debouncer
 from pipeline.rules.engine import Count, Dwell, FrameTracks, LineCrossing, Proximity, Rule, RuleEngine, ZoneIntrusion
@@ -68,9 +69,10 @@ class CameraAnalytics:
         class_names: the model's class names (rules name classes).
     """
 
-    def __init__(self, camera: CameraConfig, class_names: dict[int, str]) -> None:
+    def __init__(self, camera: CameraConfig, class_names: dict[int, str], activity: CameraActivity | None = None) -> None:
         self.camera = camera
         self.class_names = class_names
+        self.activity = activity or CameraActivity()  # what the camera's gate needs to know
         t = camera.tracker
         self.tracker = ByteTracker(TrackerConfig(high_score=t.high_score, low_score=t.low_score,
                                                  new_track_score=t.new_track_score, lost_timeout_s=t.lost_timeout_s))
@@ -100,19 +102,30 @@ class CameraAnalytics:
         self.overlay = Overlay({k: z.points for k, z in zones.items()}, {k: (ln.a, ln.b) for k, ln in lines.items()})
 
     def process(self, result: FrameResult) -> tuple[FrameResult, list[Event]]:
+        """Tracks a frame's detections and runs the rules on them. A frame the model skipped gets
+        the tracker's predicted boxes and the incidents open so far; rules wait for detections."""
         frame, det = result.frame, result.detections
         if self.engine is None:
             self._build(frame.width, frame.height)
         engine = self.engine
         if engine is None:
             raise RuntimeError(f"camera {self.camera.id!r}: rules were not built")
+        if not result.detected:
+            predicted = self.tracker.predict(frame.pts)
+            return FrameResult(frame, predicted, result.class_names, self._alerts(engine), self.overlay, detected=False), []
         ids = self.tracker.update(det, frame.pts)
         det = det.with_track_ids(ids)
         ft = FrameTracks.of(frame.camera_id, frame.seq, frame.pts, frame.capture_wall, det[ids >= 0], result.class_names)
         events = engine.process(ft)
         self._last = ft
-        alerts = tuple(rule.name for rule in engine.rules if rule.debouncer.active)
+        alerts = self._alerts(engine)
+        self.activity.incident_open = bool(alerts)
+        self.activity.track_in_rule_zone = any(rule.occupied(ft) for rule in engine.rules)
         return FrameResult(frame, det, result.class_names, alerts, self.overlay), events
+
+    @staticmethod
+    def _alerts(engine: RuleEngine) -> tuple[str, ...]:
+        return tuple(rule.name for rule in engine.rules if rule.debouncer.active)
 
     def finish(self) -> list[Event]:
         """Closes open incidents at the end of the stream (their `end` carries the last frame's time)."""

@@ -21,7 +21,7 @@ import statistics
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -192,6 +192,10 @@ class LiveBenchRow:
     drops: dict[str, dict[str, int]]  # camera -> reason -> count
     frames_in: int
     frames_out: int
+    detect_fps: float | None = None  # asked per camera; None: every frame
+    detections_per_s: dict[str, float] = field(default_factory=dict)  # camera -> achieved
+    camera_age_p99_ms: dict[str, float] = field(default_factory=dict)  # camera -> p99 output age
+    backend: str = ""
 
     @property
     def ratio(self) -> float:
@@ -204,7 +208,8 @@ class LiveBenchRow:
 
 def run_live_bench(model_path: Path, video: Path, counts: list[int], *, seconds: float = 20.0,
                    batch: int | None = None, fps: float | None = None, threads: int | None = None,
-                   max_frame_age_ms: float | None = None, gil_switch_ms: float = 0.2) -> list[LiveBenchRow]:
+                   max_frame_age_ms: float | None = None, gil_switch_ms: float = 0.2, detect_fps: float | None = None,
+                   backend: str | None = None, precision: str | None = None) -> list[LiveBenchRow]:
     """For each N in `counts`: N cameras, each the video paced at its native rate (or `fps`) and
     looped, as live cameras (drop_oldest, frame-age bound) into one model with cross-camera
     batching (batch N unless given), for `seconds`; the raw backend at the same batch before and
@@ -219,13 +224,18 @@ def run_live_bench(model_path: Path, video: Path, counts: list[int], *, seconds:
             camera["source"]["fps"] = fps
         if max_frame_age_ms is not None:
             camera["max_frame_age_ms"] = max_frame_age_ms
-        data = {
-            "cameras": [{**camera, "id": f"cam{i}"} for i in range(n)],
-            "models": [{"id": "model", "path": str(model_path), "batch": b, "threads": threads, "max_wait_ms": 20}],
-            "sinks": [],
-        }
+        if detect_fps is not None:
+            camera["detect_fps"] = detect_fps
+        model_cfg: dict = {"id": "model", "path": str(model_path), "batch": b, "threads": threads, "max_wait_ms": 20}
+        if backend is not None:
+            model_cfg["backend"] = backend
+        if precision is not None:
+            model_cfg["precision"] = precision
+        data = {"cameras": [{**camera, "id": f"cam{i}"} for i in range(n)], "models": [model_cfg], "sinks": []}
         loaded = config_from_data(data, origin="error", base_dir=Path.cwd(), key_names={
-            ("models", 0, "batch"): "--batch", ("models", 0, "threads"): "--threads", ("models", 0, "path"): "--model"})
+            ("models", 0, "batch"): "--batch", ("models", 0, "threads"): "--threads", ("models", 0, "path"): "--model",
+            ("models", 0, "backend"): "--backend", ("models", 0, "precision"): "--precision",
+            ("cameras", 0, "detect_fps"): "--detect-fps"})
         models = load_models(loaded)
         model = models["model"]
         raw_before = _raw_fps(model, video, max(2 * b, 24))
@@ -245,7 +255,10 @@ def run_live_bench(model_path: Path, video: Path, counts: list[int], *, seconds:
             cameras=n, batch=b, seconds=summary.seconds, camera_fps=cam_fps, raw_fps=(raw_before + raw_after) / 2,
             total_fps=summary.frames_out / summary.seconds, age_p50_ms=p50, age_p99_ms=p99,
             drops={c.camera_id: c.drops for c in summary.cameras},
-            frames_in=sum(c.frames_in for c in summary.cameras), frames_out=summary.frames_out))
+            frames_in=sum(c.frames_in for c in summary.cameras), frames_out=summary.frames_out, detect_fps=detect_fps,
+            detections_per_s={c.camera_id: c.detections_per_s for c in summary.cameras},
+            camera_age_p99_ms={c.camera_id: c.age_p99_ms for c in summary.cameras},
+            backend=type(model.backend).__name__))
     return rows
 
 
@@ -261,5 +274,10 @@ def format_live_bench(model: Path, video: Path, rows: list[LiveBenchRow]) -> str
                      f"{r.age_p50_ms:>8.0f}ms{r.age_p99_ms:>8.0f}ms{r.frames_in:>7}{r.frames_out:>7}  {drops or '-'}")
     lines += ["", "offered: frames/s the cameras deliver; raw: backend alone at that batch on pre-made tensors; "
                   "out: frames/s out of the graph (all cameras); age: capture → postprocess output"]
+    for r in rows:
+        asked = f"{r.detect_fps:g}/s" if r.detect_fps is not None else "every frame"
+        lines += ["", f"N={r.cameras} ({r.backend}), per camera, detections asked: {asked}"]
+        lines += [f"camera {cid} detections_per_s={r.detections_per_s[cid]:.2f} age_p99_ms={r.camera_age_p99_ms[cid]:.0f}"
+                  for cid in r.detections_per_s]
     lines += [" ".join(f"N={r.cameras}:out/raw={r.ratio:.3f},p99={r.age_p99_ms:.0f}ms" for r in rows)]
     return "\n".join(lines)

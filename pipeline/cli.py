@@ -116,6 +116,8 @@ def _parser() -> argparse.ArgumentParser:
     det.add_argument("--iou", type=float, default=0.45)
     det.add_argument("--family", default="yolov8", choices=["yolov8", "yolo11", "yolov5"])
     det.add_argument("--batch", type=int, default=1)
+    det.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "openvino", "tensorrt"], help="default: the fastest here")
+    det.add_argument("--precision", default=None, choices=["auto", "f32", "bf16", "fp16"], help="default: the backend's (f32/fp16)")
     det.add_argument("--classes", nargs="+", default=None, help="keep only these class names or ids")
     det.add_argument("--realtime", action="store_true",
                      help="pace a video file at its native fps and treat it as a live camera (drop_oldest)")
@@ -125,6 +127,10 @@ def _parser() -> argparse.ArgumentParser:
     det.add_argument("--metrics-port", type=int, default=None,
                      help="serve /metrics (Prometheus) and /healthz (JSON) on 127.0.0.1:PORT")
     det.add_argument("--transport", default="tcp", choices=["tcp", "udp"], help="RTSP transport (default tcp)")
+    det.add_argument("--detect-fps", type=float, default=None,
+                     help="run the model on at most N frames per second of stream time (default: every frame)")
+    det.add_argument("--motion", action="store_true",
+                     help="motion gating: run the model only while something moves (plus a heartbeat every 3 s)")
     det.add_argument("--no-progress", action="store_true")
     det.set_defaults(func=cmd_detect)
 
@@ -138,11 +144,16 @@ def _parser() -> argparse.ArgumentParser:
                        help="Python GIL switch interval during pipeline runs (default 0.2; Python's own is 5)")
     bench.add_argument("--rounds", type=int, default=2, help="pipeline runs, each bracketed by raw runs (default 2)")
     bench.add_argument("--no-sequential", action="store_true", help="skip the naive sequential-loop baseline")
+    bench.add_argument("--compare-backends", action="store_true", help="instead: every backend/precision here, raw fps and agreement")
     bench.add_argument("--live", default=None, metavar="N[,N...]",
                        help="instead: N live cameras (the video paced and looped) into one model, e.g. 1,2,4,8")
     bench.add_argument("--seconds", type=float, default=20.0, help="--live: seconds per N (default 20)")
     bench.add_argument("--fps", type=float, default=None, help="--live: each camera's rate (default: the video's)")
     bench.add_argument("--max-frame-age-ms", type=float, default=None, help="--live: frame-age bound (default 2000)")
+    bench.add_argument("--detect-fps", type=float, default=None,
+                       help="--live: each camera asks for at most N detections per second (default: every frame)")
+    bench.add_argument("--backend", default=None, help="--live: the model's backend (default: auto)")
+    bench.add_argument("--precision", default=None, help="--live: the model's precision (default: the backend's)")
     bench.set_defaults(func=cmd_bench)
     build = sub.add_parser("build-engine", help="build (or find cached) the TensorRT engine of an ONNX model (NVIDIA GPU)")
     build.add_argument("model", type=Path, help="the .onnx file")
@@ -279,10 +290,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
         raise ConfigError(issues)
     for m in loaded.config.models:
         if m.backend == "tensorrt":
-            from pipeline.backends.tensorrt import engine_report
+            from pipeline.backends.tensorrt import engine_precision, engine_report
 
             print(f"model {m.id}: TensorRT engines")
-            for line in engine_report(m.path, precision=m.precision, max_batch=m.batch, device=m.gpu_device):
+            for line in engine_report(m.path, precision=engine_precision(m.precision), max_batch=m.batch, device=m.gpu_device):
                 print(line)
     models = load_models(loaded)
     for mid, m in models.items():
@@ -324,13 +335,17 @@ def detect_config(args: argparse.Namespace) -> LoadedConfig:
             source["realtime"] = True
     if args.max_frame_age_ms is not None:
         camera["max_frame_age_ms"] = args.max_frame_age_ms
+    if args.detect_fps is not None:
+        camera["detect_fps"] = args.detect_fps
+    if args.motion:
+        camera["motion"] = {"enabled": True}
     camera["source"] = source
     model_path = args.model or default_model()
     sinks: list[dict[str, Any]] = [{"type": "jsonl", "path": str(args.jsonl)}]
     if args.video is not None:
         sinks.append({"type": "video", "path": str(args.video)})
     model: dict[str, Any] = {"id": "model", "path": str(model_path), "family": args.family, "conf": args.conf,
-                             "iou": args.iou, "batch": args.batch}
+                             "iou": args.iou, "batch": args.batch, "backend": args.backend, "precision": args.precision}
     if args.classes:
         model["classes"] = [int(c) if c.isdigit() else c for c in args.classes]
     data: dict[str, Any] = {"cameras": [camera], "models": [model], "sinks": sinks}
@@ -339,9 +354,11 @@ def detect_config(args: argparse.Namespace) -> LoadedConfig:
     return config_from_data(data, origin="error", base_dir=Path.cwd(), key_names={
         ("models", 0, "conf"): "--conf", ("models", 0, "iou"): "--iou", ("models", 0, "batch"): "--batch",
         ("models", 0, "family"): "--family", ("models", 0, "path"): "--model", ("sinks", 0, "path"): "--jsonl",
+        ("models", 0, "backend"): "--backend", ("models", 0, "precision"): "--precision",
         ("sinks", 1, "path"): "--video", ("cameras", 0, "source", "path"): "SOURCE",
         ("cameras", 0, "source", "url"): "SOURCE", ("cameras", 0, "source", "device"): "SOURCE",
         ("cameras", 0, "max_frame_age_ms"): "--max-frame-age-ms", ("metrics", "port"): "--metrics-port",
+        ("cameras", 0, "detect_fps"): "--detect-fps",
     } | {("models", 0, "classes", i): "--classes" for i in range(len(args.classes or []))})
 
 
@@ -363,6 +380,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise ConfigError([_arg_issue("--rounds", f"must be at least 1, got {args.rounds}")])
     if not args.video.is_file():
         raise ConfigError([_arg_issue("--video", f"video file not found: {args.video}")])
+    if args.compare_backends:  # (pipeline/bench_backends.py checks its options)
+        from pipeline.bench_backends import compare_backends
+
+        print(compare_backends(args.model or default_model(), args.video, args.frames, args.batch, args.rounds, args.threads))
+        return 0
     if args.live:
         from pipeline.bench import format_live_bench, run_live_bench
 
@@ -374,7 +396,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             raise ConfigError([_arg_issue("--live", f"expected camera counts such as 1,2,4,8, got {args.live!r}")])
         rows = run_live_bench(args.model or default_model(), args.video, counts, seconds=args.seconds,
                               batch=args.batch, fps=args.fps, threads=args.threads,
-                              max_frame_age_ms=args.max_frame_age_ms, gil_switch_ms=args.gil_switch_ms)
+                              max_frame_age_ms=args.max_frame_age_ms, gil_switch_ms=args.gil_switch_ms,
+                              detect_fps=args.detect_fps, backend=args.backend, precision=args.precision)
         print(format_live_bench(args.model or default_model(), args.video, rows))
         return 0
     result = run_bench(args.model or default_model(), args.video, frames=args.frames, batch=1 if args.batch is None else args.batch,

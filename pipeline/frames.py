@@ -51,11 +51,13 @@ class Letterbox:
 
 @dataclass(slots=True)
 class Frame:
-    """One decoded image from one camera. `image` is BGR, HxWx3, uint8."""
+    """One frame from one camera. `image` is BGR, HxWx3, uint8, or None for a frame the model skips
+    (detection rate, motion gating) that no sink needs the picture of: it was never decoded, and
+    `size` says how large it is."""
 
     camera_id: str
     seq: int
-    image: np.ndarray
+    image: np.ndarray | None
     capture_mono: float
     capture_wall: float
     source_name: str
@@ -65,14 +67,19 @@ class Frame:
     pts: float = 0.0
     # Set by preprocess; None until then.
     letterbox: Letterbox | None = None
+    # Whether the model runs on this frame (False: skipped by the camera's rate or motion gate; it
+    # still reaches the tracker and the sinks).
+    detect: bool = True
+    # (width, height) of a frame without an image; ignored when `image` is set.
+    size: tuple[int, int] | None = None
 
     @property
     def width(self) -> int:
-        return int(self.image.shape[1])
+        return int(self.image.shape[1]) if self.image is not None else (self.size or (0, 0))[0]
 
     @property
     def height(self) -> int:
-        return int(self.image.shape[0])
+        return int(self.image.shape[0]) if self.image is not None else (self.size or (0, 0))[1]
 
     def age_ms(self, now_mono: float | None = None) -> float:
         return ((time.monotonic() if now_mono is None else now_mono) - self.capture_mono) * 1000.0
@@ -153,14 +160,33 @@ class Detections:
 
 @dataclass(slots=True)
 class Batch:
-    """Frames whose letterboxed tensors sit in rows 0..len(frames)-1 of `slot`'s input tensor."""
+    """Frames of a model's cameras in arrival order. Those with `detect` set have their letterboxed
+    tensors in rows 0..rows-1 of `slot`'s input, in the same order; the others ride along so that
+    each camera's frames stay in order. A batch of riding frames only has no slot.
+
+    Args:
+        model_id: the model.
+        frames: every frame, detected or riding.
+        slot: the ring slot holding the detected frames' tensors (None when rows == 0).
+        rows: how many frames are detected.
+    """
 
     model_id: str
     frames: list[Frame]
-    slot: Slot
+    slot: Slot | None
+    rows: int = -1  # -1: every frame is detected (set in __post_init__)
+
+    def __post_init__(self) -> None:
+        if self.rows < 0:
+            self.rows = len(self.frames)
 
     def __len__(self) -> int:
         return len(self.frames)
+
+    @property
+    def detected_frames(self) -> list[Frame]:
+        """The frames the model runs on, in row order."""
+        return [f for f in self.frames if f.detect] if self.rows != len(self.frames) else self.frames
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +206,9 @@ class FrameResult:
     class_names: dict[int, str]
     alerts: tuple[str, ...] = ()  # rules with an incident open on this frame
     overlay: Overlay | None = None
+    # False: the model did not run on this frame; `detections` are the tracker's predictions
+    # (tracked cameras) or empty.
+    detected: bool = True
 
 
 @dataclass(frozen=True, slots=True)

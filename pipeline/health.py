@@ -44,6 +44,10 @@ def camera_health(metrics: Metrics, now_mono: float | None = None) -> dict[str, 
             "state_for_s": round(now - cam.state_since_mono, 3),
             "frames_in": cam.frames_in,
             "frames_out": cam.frames_out,
+            "detect_fps": cam.detect_fps,
+            "detections_per_s": round(cam.detect_rate.rate(now), 3),
+            "skipped": dict(cam.skipped),
+            "capacity": "behind" if cam.update_capacity(now) else "ok",
         }
     healthy = all(c["state"] in (CameraState.STREAMING.value, CameraState.ENDED.value) for c in cameras.values())
     return {"status": "ok" if healthy else "degraded", "cameras": cameras}
@@ -70,6 +74,15 @@ class _Collector:
                                      labels=["camera"])
         age = GaugeMetricFamily("vigil_camera_frame_age_seconds", "Capture-to-output frame age (recent frames)",
                                 labels=["camera", "quantile"])
+        detections = CounterMetricFamily("vigil_camera_detections", "Frames the model ran on", labels=["camera"])
+        det_rate = GaugeMetricFamily("vigil_camera_detections_per_second", "Frames the model ran on per second, recently",
+                                     labels=["camera"])
+        det_asked = GaugeMetricFamily("vigil_camera_detect_fps", "Detections per second asked (detect_fps; absent: every frame)",
+                                      labels=["camera"])
+        skipped = CounterMetricFamily("vigil_camera_skipped", "Frames the model skipped on purpose, by reason (rate, motion)",
+                                      labels=["camera", "reason"])
+        behind = GaugeMetricFamily("vigil_camera_behind", "1 while the model runs on fewer frames than the camera's gate chose",
+                                   labels=["camera"])
         for cam in cams:
             cid = cam.camera_id
             for s in CameraState:
@@ -84,6 +97,13 @@ class _Collector:
             fps_out.add_metric([cid], cam.out_rate.rate(now))
             if cam.last_in_mono is not None:
                 last_age.add_metric([cid], now - cam.last_in_mono)
+            detections.add_metric([cid], cam.detections)
+            det_rate.add_metric([cid], cam.detect_rate.rate(now))
+            if cam.detect_fps is not None:
+                det_asked.add_metric([cid], cam.detect_fps)
+            for reason, count in dict(cam.skipped).items():
+                skipped.add_metric([cid, reason], count)
+            behind.add_metric([cid], 1.0 if cam.update_capacity(now) else 0.0)
             if cam.output_ages.count:
                 p50, p99 = cam.output_ages.percentiles(50, 99)
                 age.add_metric([cid, "0.5"], p50 / 1000.0)
@@ -93,7 +113,8 @@ class _Collector:
         for st in self.metrics.stages():
             busy.add_metric([st.name], st.busy_s)
             items.add_metric([st.name], st.items)
-        yield from (state, up, frames_in, frames_out, drops, reconnects, fps_in, fps_out, last_age, age, busy, items)
+        yield from (state, up, frames_in, frames_out, drops, reconnects, fps_in, fps_out, last_age, age, detections, det_rate,
+                    det_asked, skipped, behind, busy, items)
 
 
 class HealthServer:

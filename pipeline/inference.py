@@ -65,15 +65,18 @@ class InferenceStage(Stage):
             if isinstance(item, EndOfStream):
                 self.out.put(item, ctx.stop)
                 continue
+            if item.slot is None:  # only frames the model skips: nothing to run
+                self.out.put(item, ctx.stop)
+                continue
             now = time.monotonic()
             for frame in item.frames:
                 stats.ages.add((now - frame.capture_mono) * 1000.0)
             t0 = time.perf_counter()
             self.clock.begin(now)
             try:
-                self.backend.infer(item.slot, len(item))
+                self.backend.infer(item.slot, item.rows)
                 self.clock.end(time.monotonic())
-                stats.add_work(time.perf_counter() - t0, len(item))
+                stats.add_work(time.perf_counter() - t0, item.rows)
                 self.out.put(item, ctx.stop)
             except BaseException:
                 self.ring.release(item.slot)  # not handed on: nobody else will release it

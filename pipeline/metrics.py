@@ -8,6 +8,7 @@ a value that is one frame old. Ages are kept in fixed-size numpy windows so reco
 from __future__ import annotations
 
 import collections
+import dataclasses
 import enum
 import logging
 import threading
@@ -84,6 +85,12 @@ class RateMeter:
         return float(np.count_nonzero(self._times > now_mono - RATE_WINDOW_S)) / span
 
 
+# A camera is `behind` when the model runs on fewer than this share of the frames its gate chose,
+# judged once it has this many seconds of history.
+BEHIND_RATIO = 0.8
+BEHIND_AFTER_S = 5.0
+
+
 class StageMetrics:
     """One stage's counters: items, calls and busy time (from `add_work`), and the age of frames
     when the stage picked them up.
@@ -127,6 +134,13 @@ class CameraMetrics:
         self.in_rate = RateMeter()
         self.out_rate = RateMeter()
         self.reconnects = 0
+        # Capacity: what the camera asks of the model and what it gets.
+        self.detect_fps: float | None = None  # asked (detect_fps); None: every frame
+        self.detections = 0  # frames the model ran on
+        self.detect_rate = RateMeter()
+        self.wanted_rate = RateMeter()  # frames its gate chose for the model (some may be dropped later)
+        self.skipped: collections.Counter[str] = collections.Counter()  # frames the gate skipped, by reason
+        self.behind = False  # the model runs on fewer frames than the gate chose (the box cannot keep up)
         self.state = CameraState.STARTING
         self.state_since_mono = time.monotonic()
         self.state_reason = ""  # why it is in this state (masked: never a credential)
@@ -160,11 +174,39 @@ class CameraMetrics:
         self.frames_in += 1
         self.in_rate.add(capture_mono)
 
-    def record_out(self, now_mono: float, age_ms: float) -> None:
+    def record_out(self, now_mono: float, age_ms: float, *, detected: bool = True) -> None:
+        """A frame left postprocess (`detected`: the model ran on it)."""
         self.frames_out += 1
         self.last_out_mono = now_mono
         self.output_ages.add(age_ms)
         self.out_rate.add(now_mono)
+        if detected:
+            self.detections += 1
+            self.detect_rate.add(now_mono)
+
+    def record_gate(self, now_mono: float, skipped_by: str | None) -> None:
+        """The camera's gate decided on a frame: chosen for the model (None) or skipped by `skipped_by`."""
+        if skipped_by is None:
+            self.wanted_rate.add(now_mono)
+        else:
+            self.skipped[skipped_by] += 1
+
+    def update_capacity(self, now_mono: float) -> bool:
+        """Re-evaluates `behind` (after BEHIND_AFTER_S of history): the model ran on under
+        BEHIND_RATIO of the frames the gate chose over the rate window. Logs a change; returns it."""
+        if self.first_in_mono is None or now_mono - self.first_in_mono < BEHIND_AFTER_S:
+            return self.behind
+        wanted, got = self.wanted_rate.rate(now_mono), self.detect_rate.rate(now_mono)
+        behind = wanted > 0 and got < BEHIND_RATIO * wanted
+        if behind != self.behind:
+            self.behind = behind
+            if behind:
+                log.warning("camera %s: the model keeps up with %.1f of the %.1f frames/s it should look at (detect_fps "
+                            "%s): lower detect_fps, enable motion gating, or add capacity", self.camera_id, got, wanted,
+                            self.detect_fps or "every frame")
+            else:
+                log.info("camera %s: the model keeps up again (%.1f detections/s)", self.camera_id, got)
+        return behind
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +232,10 @@ class CameraSummary:
     fps_out: float
     age_p50_ms: float
     age_p99_ms: float
+    detections: int = 0
+    detections_per_s: float = float("nan")  # over the run
+    detect_fps: float | None = None  # asked; None: every frame
+    skipped: dict[str, int] = dataclasses.field(default_factory=dict)  # by the gate, by reason
 
 
 class Metrics:
@@ -263,6 +309,10 @@ class Metrics:
                     fps_out=c.frames_out / span if span > 0 else float("nan"),
                     age_p50_ms=p50,
                     age_p99_ms=p99,
+                    detections=c.detections,
+                    detections_per_s=c.detections / span if span > 0 else float("nan"),
+                    detect_fps=c.detect_fps,
+                    skipped=dict(c.skipped),
                 )
             )
         return out

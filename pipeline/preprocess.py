@@ -167,10 +167,18 @@ class PreprocessStage(Stage):
                     metrics.count_drop(item.camera_id, "too_old")
                     continue
                 stats.ages.add(age_s * 1000.0)
+                if not item.detect:
+                    # Skipped by the camera's gate: it rides along (no row) to keep the camera's order;
+                    # with no batch open it goes out at once in a batch of its own.
+                    if batch is None:
+                        self.out.put(Batch(self.model_id, [item], None, 0), ctx.stop)
+                    else:
+                        batch.frames.append(item)
+                    continue
                 if batch is None:
                     batch = _OpenBatch(self.ring.acquire(ctx.stop), [], time.monotonic() + self.max_wait_s)
                 t0 = time.perf_counter()
-                row = len(batch.frames)
+                row = batch.rows
                 slot = batch.slot
                 device = slot.bindings.get("cuda")  # a GPU ring that letterboxes on the device
                 staged = False
@@ -189,7 +197,8 @@ class PreprocessStage(Stage):
                 stats.add_work(took, 1)
                 self._fill_s_per_frame = 0.8 * self._fill_s_per_frame + 0.2 * took if self._fill_s_per_frame else took
                 batch.frames.append(item)
-                if len(batch.frames) == self.batch:
+                batch.rows += 1
+                if batch.rows == self.batch:
                     self._emit(batch, ctx)
                     batch = None
         finally:
@@ -213,7 +222,7 @@ class PreprocessStage(Stage):
 
     def _emit(self, batch: _OpenBatch, ctx: StageContext) -> None:
         """Hands the batch on (blocking while the next queue is full; raises Stopped on stop)."""
-        self.out.put(Batch(self.model_id, batch.frames, batch.slot), ctx.stop)
+        self.out.put(Batch(self.model_id, batch.frames, batch.slot, batch.rows), ctx.stop)
 
 
 @dataclass(slots=True)
@@ -221,3 +230,4 @@ class _OpenBatch:
     slot: Slot
     frames: list[Frame]
     deadline: float  # monotonic time by which it is sent, full or not
+    rows: int = 0  # frames letterboxed into the slot (the others ride along)

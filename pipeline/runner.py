@@ -163,12 +163,15 @@ def format_summary(summary: RunSummary) -> str:
         + ("; stopped at once, queued frames discarded" if summary.forced
            else "; interrupted, queued frames finished" if summary.interrupted else ""),
         "",
-        f"{'camera':<16}{'in':>7}{'out':>7}{'drops':>8}{'fps':>8}{'age p50':>10}{'age p99':>10}",
+        f"{'camera':<16}{'in':>7}{'out':>7}{'drops':>8}{'fps':>8}{'age p50':>10}{'age p99':>10}"
+        f"{'detected':>10}{'det/s':>8}{'asked':>7}{'skip rate':>11}{'skip motion':>13}",
     ]
     for c in summary.cameras:
         drops = sum(c.drops.values())
+        asked = f"{c.detect_fps:g}" if c.detect_fps is not None else "all"
         lines.append(f"{c.camera_id:<16}{c.frames_in:>7}{c.frames_out:>7}{drops:>8}{c.fps_out:>8.2f}"
-                     f"{c.age_p50_ms:>8.1f}ms{c.age_p99_ms:>8.1f}ms")
+                     f"{c.age_p50_ms:>8.1f}ms{c.age_p99_ms:>8.1f}ms{c.detections:>10}{c.detections_per_s:>8.2f}{asked:>7}"
+                     f"{c.skipped.get('rate', 0):>11}{c.skipped.get('motion', 0):>13}")
     width = max([16] + [len(s.name) + 2 for s in summary.stages])
     lines += ["", f"{'stage':<{width}}{'items':>7}{'ms/item':>10}{'ms/call':>10}{'age p50':>10}{'age p99':>10}"]
     for s in summary.stages:

@@ -150,6 +150,7 @@ class ByteTracker:
         self._last_seen = np.zeros(0)  # seconds (the caller's clock)
         self._last_step = np.zeros(0)  # when the filter state was last advanced
         self._confirmed = np.zeros(0, bool)
+        self._score = np.zeros(0, np.float32)  # confidence of each track's last detection
         self._next_id = 1
         self._previous_time = -np.inf  # timestamp of the previous update()
 
@@ -199,6 +200,7 @@ class ByteTracker:
         self._mean[tracks], self._cov[tracks] = KalmanBoxes.update(self._mean[tracks], self._cov[tracks],
                                                                      xyxy_to_xyah(boxes[matched]))
         self._last_seen[tracks] = timestamp
+        self._score[tracks] = scores[matched]
 
         keep = np.ones(self._ids.shape[0], bool)
         keep[unconfirmed_unmatched] = False
@@ -213,10 +215,28 @@ class ByteTracker:
         starters = left_high[scores[left_high] >= cfg.new_track_score]
         first_frame = self._previous_time == -np.inf
         det_ids[starters] = self._start(boxes[starters], detections.class_id[starters], timestamp, confirmed=first_frame)
+        if starters.size:
+            self._score[-starters.size:] = scores[starters]
         is_confirmed[starters] = first_frame
         self._previous_time = timestamp
 
         return np.where(is_confirmed, det_ids, -1)
+
+    def predict(self, timestamp: float) -> Detections:
+        """Where the confirmed tracks are expected at `timestamp`, for a frame the model skipped.
+        Changes nothing: the next `update` starts from the same state.
+
+        Returns:
+            Detections of the confirmed tracks not yet lost at `timestamp` (their last class and
+            score, the Kalman prediction as box), with their track ids.
+        """
+        alive = self._confirmed & (timestamp - self._last_seen <= self.config.lost_timeout_s)
+        mean = self._mean[alive]
+        dt = np.maximum(timestamp - self._last_step[alive], 0.0)
+        xyah = mean[:, :4] + mean[:, 4:] * dt[:, None]  # the filter's constant-velocity step
+        xyah[:, 3] = np.maximum(xyah[:, 3], 1e-3)
+        return Detections(xyah_to_xyxy(xyah).astype(np.float32), self._score[alive].copy(), self._class[alive].copy(),
+                          self._ids[alive].copy())
 
     def _associate(self, tracks: np.ndarray, dets: np.ndarray, predicted: np.ndarray, boxes: np.ndarray,
                    classes: np.ndarray, min_iou: float) -> tuple[np.ndarray, np.ndarray]:
@@ -236,6 +256,7 @@ class ByteTracker:
         self._ids, self._class = self._ids[keep], self._class[keep]
         self._last_seen, self._last_step = self._last_seen[keep], self._last_step[keep]
         self._confirmed = self._confirmed[keep]
+        self._score = self._score[keep]
 
     def _start(self, boxes: np.ndarray, classes: np.ndarray, now: float, *, confirmed: bool) -> np.ndarray:
         """Adds tracks for `boxes`; returns their ids. A stream's very first frame confirms its
@@ -253,4 +274,5 @@ class ByteTracker:
         self._last_seen = np.concatenate([self._last_seen, np.full(n, now)])
         self._last_step = np.concatenate([self._last_step, np.full(n, now)])
         self._confirmed = np.concatenate([self._confirmed, np.full(n, confirmed)])
+        self._score = np.concatenate([self._score, np.full(n, 0.0, np.float32)])
         return ids

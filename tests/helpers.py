@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 
 def wait_for(predicate: Callable[[], object], timeout: float, step: float = 0.05) -> float | None:
@@ -54,3 +55,36 @@ def count_video_frames(path: Path) -> int:
         n += 1
     cap.release()
     return n
+
+
+def write_still_then_video(src: Path, dst: Path, *, still_s: float, width: int = 640, freeze_at: int | None = None,
+                           freeze_s: float = 0.0, max_frames: int | None = None) -> tuple[float, int]:
+    """Writes `dst` (MP4): `src`'s first frame held for `still_s` seconds (a static scene), then
+    `src` itself, optionally held still again on its frame `freeze_at` for `freeze_s` seconds (a
+    person who stops moving). Frames are scaled to `width`. Returns (fps, frames of the first still part)."""
+    cap = cv2.VideoCapture(str(src))
+    assert cap.isOpened(), f"{src} does not open as a video"
+    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+    ok, first = cap.read()
+    assert ok, f"{src} has no frame"
+    height = round(first.shape[0] * width / first.shape[1] / 2) * 2
+    out = cv2.VideoWriter(str(dst), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+    assert out.isOpened(), f"cannot write {dst}"
+
+    def scaled(image: np.ndarray) -> np.ndarray:
+        return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+
+    still = round(still_s * fps)
+    for _ in range(still):
+        out.write(scaled(first))
+    index, image = 0, first
+    while ok and (max_frames is None or index < max_frames):
+        out.write(scaled(image))
+        if index == freeze_at:
+            for _ in range(round(freeze_s * fps)):
+                out.write(scaled(image))
+        ok, image = cap.read()
+        index += 1
+    cap.release()
+    out.release()
+    return fps, still

@@ -1,15 +1,22 @@
-"""Inference backends. The CPU path (ONNX Runtime) imports nothing from TensorRT or CUDA.
+"""Inference backends. The CPU path (ONNX Runtime, OpenVINO) imports nothing from TensorRT or CUDA.
 
 `BACKENDS` maps a model config's `backend` to its class, imported on first use. Adding a backend
 is one module with a class that has `from_config`, `info`, `infer(slot, n)` and `close()`, one
-line here, and its name in `ModelConfig.backend` (config/schema.py).
+line here, and its name in `ModelConfig.backend` (config/schema.py). `auto` there is no class: it
+is resolved to one of these by `create_backend` (see auto.py).
 """
 
+import logging
+
+from pipeline.backends.auto import choose_backend, machine_facts
 from pipeline.backends.base import Backend, ModelInfo, ModelLoadError, TensorSpec
 from pipeline.registry import Registry, RegistryError
 
+log = logging.getLogger(__name__)
+
 BACKENDS: Registry[Backend] = Registry("backend", {
     "onnxruntime": "pipeline.backends.onnxruntime:OnnxRuntimeBackend",
+    "openvino": "pipeline.backends.openvino:OpenVINOBackend",
     "tensorrt": "pipeline.backends.tensorrt:TensorRTBackend",
 })
 
@@ -25,6 +32,9 @@ def create_backend(config: object, *, intra_op_threads: int | None = None) -> Ba
         The loaded backend. Raises ModelLoadError when the model or its backend cannot be loaded.
     """
     name = config.backend  # type: ignore[attr-defined]
+    if name == "auto":
+        name, why = choose_backend(config.path, machine_facts(config.path))  # type: ignore[attr-defined]
+        log.info("model %s: backend auto chose %s: %s", config.id, name, why)  # type: ignore[attr-defined]
     try:
         cls = BACKENDS.get(name)
     except RegistryError as exc:

@@ -11,6 +11,8 @@ outputs.
 from __future__ import annotations
 
 import ast
+import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -20,6 +22,8 @@ import numpy as np
 if TYPE_CHECKING:
     from pipeline.config import ModelConfig
     from pipeline.slots import Slot
+
+log = logging.getLogger(__name__)
 
 
 class ModelLoadError(RuntimeError):
@@ -123,3 +127,65 @@ def parse_ultralytics_metadata(meta: dict[str, str]) -> tuple[dict[int, str], tu
             f"(re-export the model, or fix that metadata entry)"
         ) from None
     return names, imgsz, stride
+
+
+def one_image_input(path: Path, names: Sequence[str]) -> None:
+    """Raises ModelLoadError unless the model has exactly one input (the image).
+
+    Args:
+        path: the model file, for the message.
+        names: the model's input names.
+    """
+    if len(names) != 1:
+        raise ModelLoadError(f"{path.name}: expected one image input, got {len(names)}: {list(names)}")
+
+
+def model_info(path: Path, image_input: tuple[str, Sequence[int | str], np.dtype | None, str],
+               metadata: Mapping[str, str], *, input_size: tuple[int, int] | None = None,
+               class_names: dict[int, str] | None = None) -> ModelInfo:
+    """The ModelInfo of an ONNX detector, the same whichever backend reads it: the image input
+    checked (NCHW, 3 channels, float), its height and width from the model, else `input_size`, else
+    the Ultralytics `imgsz` metadata; class names from the config, else the metadata.
+
+    Args:
+        path: the model file.
+        image_input: (name, shape with symbolic dims as strings, numpy dtype or None when not a
+            float type, the backend's type name for messages).
+        metadata: the ONNX file's metadata_props (key -> string value).
+        input_size: [H, W] from the config, for models with a dynamic image size.
+        class_names: the config's override of the model's class names.
+
+    Returns:
+        The model facts, with no outputs yet: the backend probes those and sets them with
+        `dataclasses.replace`. Raises ModelLoadError saying what does not fit.
+    """
+    name, shape, dtype, type_name = image_input
+    if len(shape) != 4:
+        raise ModelLoadError(f"{path.name}: expected a 4D NCHW image input, got {name} {list(shape)}")
+    if dtype is None:
+        raise ModelLoadError(f"{path.name}: expected a float input, got {name} of {type_name}")
+    batch_dim, channels, h_dim, w_dim = shape
+    if channels != 3:
+        raise ModelLoadError(f"{path.name}: expected 3 input channels, got {list(shape)}")
+    meta_names, meta_imgsz, stride = parse_ultralytics_metadata(dict(metadata))
+    if isinstance(h_dim, int) and isinstance(w_dim, int):
+        model_hw = (h_dim, w_dim)
+        if input_size is not None and tuple(input_size) != model_hw:
+            raise ModelLoadError(
+                f"{path.name}: input_size {list(input_size)} does not fit the model's fixed input "
+                f"{list(model_hw)} (remove input_size or export the model at that size)"
+            )
+    elif input_size is not None:
+        model_hw = (int(input_size[0]), int(input_size[1]))
+    elif meta_imgsz is not None:
+        model_hw = meta_imgsz
+    else:
+        raise ModelLoadError(
+            f"{path.name}: input height/width are dynamic and the model has no 'imgsz' metadata: "
+            f"set input_size: [H, W] for this model in the config"
+        )
+    names = class_names or meta_names
+    if not names:
+        log.warning("%s has no class names in its metadata and none in the config: using numbers", path.name)
+    max_batch = batch_dim if isinstance(batch_dim, int) else None
+    return ModelInfo(path, TensorSpec(name, (3, *model_hw), np.dtype(dtype)), (), max_batch, names, stride)

@@ -6,13 +6,14 @@ outputs nor copies inputs per call (one binding per slot and batch size, made on
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import onnxruntime as ort
 
-from pipeline.backends.base import ModelInfo, ModelLoadError, TensorSpec, missing_model_message, parse_ultralytics_metadata
+from pipeline.backends.base import ModelInfo, ModelLoadError, TensorSpec, missing_model_message, model_info, one_image_input
 from pipeline.slots import Slot
 
 if TYPE_CHECKING:
@@ -77,42 +78,13 @@ class OnnxRuntimeBackend:
 
     def _read_info(self, input_size: tuple[int, int] | None, class_names: dict[int, str] | None) -> ModelInfo:
         inputs = self.session.get_inputs()
-        if len(inputs) != 1:
-            raise ModelLoadError(
-                f"{self.path.name}: expected one image input, got {len(inputs)}: {[i.name for i in inputs]}"
-            )
+        one_image_input(self.path, [i.name for i in inputs])
         inp = inputs[0]
-        if len(inp.shape) != 4:
-            raise ModelLoadError(f"{self.path.name}: expected a 4D NCHW image input, got {inp.name} {inp.shape}")
-        if inp.type not in _ORT_DTYPES:
-            raise ModelLoadError(f"{self.path.name}: expected a float input, got {inp.name} of {inp.type}")
-        batch_dim, channels, h_dim, w_dim = inp.shape
-        if channels != 3:
-            raise ModelLoadError(f"{self.path.name}: expected 3 input channels, got {inp.shape}")
-        meta_names, meta_imgsz, stride = parse_ultralytics_metadata(self.session.get_modelmeta().custom_metadata_map)
-        if isinstance(h_dim, int) and isinstance(w_dim, int):
-            model_hw = (h_dim, w_dim)
-            if input_size is not None and tuple(input_size) != model_hw:
-                raise ModelLoadError(
-                    f"{self.path.name}: input_size {list(input_size)} does not fit the model's fixed input "
-                    f"{list(model_hw)} (remove input_size or export the model at that size)"
-                )
-        elif input_size is not None:
-            model_hw = (int(input_size[0]), int(input_size[1]))
-        elif meta_imgsz is not None:
-            model_hw = meta_imgsz
-        else:
-            raise ModelLoadError(
-                f"{self.path.name}: input height/width are dynamic and the model has no 'imgsz' metadata: "
-                f"set input_size: [H, W] for this model in the config"
-            )
-        max_batch = batch_dim if isinstance(batch_dim, int) else None
-        names = class_names or meta_names
-        input_spec = TensorSpec(inp.name, (3, *model_hw), _ORT_DTYPES[inp.type])
-        outputs = self._probe_outputs(input_spec, max_batch or 1)
-        if not names:
-            log.warning("%s has no class names in its metadata and none in the config: using numbers", self.path.name)
-        return ModelInfo(self.path, input_spec, outputs, max_batch, names, stride)
+        # The checks and the metadata reading are shared with OpenVINO (base.model_info): both read
+        # the same .onnx, so both must describe it alike.
+        info = model_info(self.path, (inp.name, inp.shape, _ORT_DTYPES.get(inp.type), inp.type),
+                          self.session.get_modelmeta().custom_metadata_map, input_size=input_size, class_names=class_names)
+        return replace(info, outputs=self._probe_outputs(info.input, info.max_batch or 1))
 
     def _probe_outputs(self, input_spec: TensorSpec, rows: int) -> tuple[TensorSpec, ...]:
         """Output shapes per batch row. Symbolic dims are resolved by one warm-up run (which also

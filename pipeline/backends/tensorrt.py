@@ -58,6 +58,12 @@ def import_tensorrt() -> Any:
     return trt
 
 
+def engine_precision(precision: str | None) -> str:
+    """The engine precision (`fp16` | `fp32`, as engine keys and file names spell it) for a model
+    config's `precision`: unset and `auto` mean fp16, `f32` means fp32."""
+    return "fp32" if precision == "f32" else "fp16"
+
+
 def current_key(onnx_path: Path, precision: str, max_batch: int, device: int = 0) -> EngineKey:
     """The key an engine must have to serve this model here (needs TensorRT and a GPU)."""
     trt = import_tensorrt()
@@ -181,7 +187,7 @@ class TensorRTBackend:
 
     @classmethod
     def from_config(cls, config: ModelConfig, *, intra_op_threads: int | None = None) -> TensorRTBackend:
-        engine = resolve_engine(config.path, precision=config.precision, max_batch=config.batch,
+        engine = resolve_engine(config.path, precision=engine_precision(config.precision), max_batch=config.batch,
                                 build=config.build_engine, device=config.gpu_device)
         return cls(engine, class_names=config.names, device=config.gpu_device, gpu_preprocess=config.gpu_preprocess)
 

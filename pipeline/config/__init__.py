@@ -41,6 +41,7 @@ from pipeline.config.schema import (
     JsonlSinkConfig,
     MetricsConfig,
     ModelConfig,
+    MotionConfig,
     PipelineConfig,
     QueueConfig,
     ReconnectConfig,
@@ -90,6 +91,7 @@ __all__ = [
     "UsbSourceConfig",
     # schema: cameras, zones, lines, rules
     "CameraConfig",
+    "MotionConfig",
     "QueueConfig",
     "ReconnectConfig",
     "TrackerSettings",

@@ -8,9 +8,10 @@ It must not import the other config modules: they all import it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo
+from pydantic_core import PydanticCustomError
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 FOURCC_PATTERN = r"^[A-Za-z0-9 ]{4}$"
@@ -39,3 +40,40 @@ class Strict(BaseModel):
     validated config is frozen."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Precision = Literal["auto", "f32", "bf16", "fp16"]
+# What each backend can run; None (unset) is every backend's default: f32 on the CPU backends, fp16
+# for TensorRT. `auto` leaves the choice to the backend (OpenVINO picks bf16 on CPUs that have it).
+BACKEND_PRECISIONS: dict[str, tuple[str, ...]] = {
+    "onnxruntime": ("f32",),
+    "openvino": ("f32", "bf16", "auto"),
+    "tensorrt": ("f32", "fp16", "auto"),
+    # the choice must fit whichever backend `auto` picks on the machine that runs the config
+    "auto": ("f32", "auto"),
+}
+
+
+def check_precision(backend: str | None, precision: str | None) -> str | None:
+    """`precision` when `backend` can run it. Raises PydanticCustomError (the config error names the
+    `precision` key and its line) saying what the backend takes.
+
+    Args:
+        backend: the model's validated backend; None when it was itself invalid (nothing to check).
+        precision: the model's precision, already normalised (`fp32` → `f32`).
+
+    Returns:
+        `precision` unchanged.
+    """
+    allowed = BACKEND_PRECISIONS.get(backend or "")
+    if precision is None or allowed is None or precision in allowed:
+        return precision
+    if backend == "onnxruntime":
+        text = "backend onnxruntime runs f32 only: remove precision or set it to f32 (bf16: backend openvino; fp16: backend tensorrt)"
+    elif backend == "auto":
+        text = ("backend auto takes precision f32 or auto (the chosen backend's own choice): bf16 needs backend: openvino, "
+                "fp16 backend: tensorrt")
+    else:
+        text = f"backend {backend} takes precision " + ", ".join(allowed[:-1]) + f" or {allowed[-1]}"
+        text += " (auto = fp16)" if backend == "tensorrt" else " (auto: OpenVINO's own choice, bf16 where the CPU has it)"
+    raise PydanticCustomError("precision", text)

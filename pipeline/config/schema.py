@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, StrictInt, field_validator, model_validator
+from pydantic import Field, StrictInt, ValidationInfo, field_validator, model_validator
 
-from pipeline.config.fields import FOURCC_PATTERN, RTSP_URL_PATTERN, ConfigPath, Identifier, Strict
-from pipeline.config.rules import LineConfig, RuleConfig, ZoneConfig
+from pipeline.config.fields import FOURCC_PATTERN, RTSP_URL_PATTERN, ConfigPath, Identifier, Precision, Strict, check_precision
+from pipeline.config.rules import LineConfig, Point, RuleConfig, ZoneConfig
 
 # max_frame_age_ms of live cameras that set none: well above one CPU batch, far below "stale".
 DEFAULT_LIVE_MAX_AGE_MS = 2000.0
@@ -178,6 +178,20 @@ class TrackerSettings(Strict):
         return self
 
 
+class MotionConfig(Strict):
+    """A camera's `motion:` gating: the model runs only while something moves, an incident is open or
+    a tracked object stands in a rule's zone, plus a heartbeat detection every `max_idle_s`."""
+
+    enabled: bool = True
+    threshold: int = Field(25, ge=1, le=255, description="grey-level change (0-255) against the background that counts")
+    min_area: float = Field(0.001, ge=0, le=1, description="changed fraction of the frame (or of the mask) that is motion")
+    max_idle_s: float = Field(3.0, gt=0, le=3600, description="a detection at least this often, motion or not")
+    frame_height: int = Field(90, ge=16, le=1080, description="height of the grey copy motion is measured on")
+    alpha: float = Field(0.05, gt=0, le=1, description="weight of each new frame in the running background")
+    mask: list[list[Point]] = Field(default_factory=list, description=(
+        "polygons in normalized coordinates (0-1) where motion counts; empty: the whole frame"))
+
+
 class CameraConfig(Strict):
     """One `cameras:` item: its source, the model (by id) it feeds, its zones, lines and rules, and
     how a live source is watched (reconnects, stalls, frozen pictures, stale frames)."""
@@ -200,6 +214,11 @@ class CameraConfig(Strict):
     max_frame_age_ms: float | None = Field(None, gt=0, le=3_600_000, description=(
         "a frame older than this when a stage picks it up is dropped and counted (reason too_old); "
         "default: 2000 for live sources, none for files"))
+    # Capacity: how often the model looks at this camera.
+    detect_fps: float | None = Field(None, gt=0, le=1000, description=(
+        "run the model on at most this many frames per second of stream time, spread evenly; the tracker "
+        "predicts in between; default: every frame"))
+    motion: MotionConfig | None = Field(None, description="motion gating; default: off")
 
     @property
     def live(self) -> bool:
@@ -229,9 +248,15 @@ class ModelConfig(Strict):
 
     id: Identifier
     path: ConfigPath
-    backend: Literal["onnxruntime", "tensorrt"] = Field("onnxruntime", description=(
-        "onnxruntime: CPU (CUDA provider when onnxruntime-gpu is installed). tensorrt: NVIDIA GPU; `path` is the "
-        ".onnx (its engine is looked up in engines/, see build-engine) or an .engine"))
+    backend: Literal["auto", "onnxruntime", "openvino", "tensorrt"] = Field("auto", description=(
+        "auto: the fastest one here (tensorrt for an .engine, or with TensorRT and a CUDA GPU; else openvino when "
+        "installed; else onnxruntime). onnxruntime: CPU (CUDA provider when onnxruntime-gpu is installed). openvino: "
+        "CPU, reads the .onnx directly. tensorrt: NVIDIA GPU; `path` is the .onnx (its engine is looked up in "
+        "engines/, see build-engine) or an .engine"))
+    precision: Precision | None = Field(None, description=(
+        "null: the backend's default (f32; tensorrt: fp16). onnxruntime: f32; openvino: f32, bf16 or auto "
+        "(OpenVINO's choice: bf16 on CPUs with AVX-512 BF16/AMX); tensorrt: f32, fp16 or auto (= fp16), of the "
+        "engine built from the ONNX file; fp32 is read as f32"))
     family: Literal["yolov8", "yolo11", "yolov5"] = "yolov8"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     conf: float = Field(0.25, gt=0, lt=1)
@@ -242,15 +267,24 @@ class ModelConfig(Strict):
     input_size: _InputSize | None = None
     batch: int = Field(1, ge=1, le=256)
     max_wait_ms: float = Field(10.0, ge=0, le=10000, description="an open batch waits at most this for more frames")
-    threads: int | None = Field(None, ge=1, le=256, description="ONNX Runtime intra-op threads; default: all cores")
+    threads: int | None = Field(None, ge=1, le=256, description="ONNX Runtime / OpenVINO threads per call; default: all cores")
     # TensorRT only:
-    precision: Literal["fp16", "fp32"] = Field("fp16", description="of the engine built from the ONNX file")
     build_engine: bool = Field(False, description="build (minutes) when no fitting engine is cached, instead of an error")
     gpu_preprocess: bool = Field(True, description="letterbox on the GPU (one fused kernel); the CPU only decodes")
     gpu_preprocess_max_size: _FrameSize = Field((1080, 1920), description=(
         "largest decoded frame [H, W] staged for GPU preprocessing (pinned memory per slot row); "
         "a larger frame is letterboxed on the CPU instead"))
     gpu_device: int = Field(0, ge=0, le=64, description="CUDA device index")
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _fp32_is_f32(cls, value: Any) -> Any:
+        return "f32" if value == "fp32" else value  # the spelling TensorRT configs used before f32
+
+    @field_validator("precision")
+    @classmethod
+    def _precision_fits_backend(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return check_precision(info.data.get("backend"), value)
 
     @field_validator("names", mode="before")
     @classmethod

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pipeline.analytics import AnalyticsStage, CameraAnalytics
 from pipeline.config import CameraConfig
 from pipeline.evidence import EvidenceStage
+from pipeline.gating import DEFAULT_MAX_IDLE_S, CameraActivity, FrameGate, GateSettings, MotionSettings
 from pipeline.graph.lanes import ModelLane, SinkLane
 from pipeline.metrics import Metrics
 from pipeline.queues import BoundedQueue, QueuePolicy
@@ -64,6 +65,18 @@ class CameraWiring:
     queue_size: int
 
 
+def camera_gate_settings(cam: CameraConfig) -> GateSettings:
+    """The gate settings (detection rate, motion) from a camera's config."""
+    motion = cam.motion if cam.motion is not None and cam.motion.enabled else None
+    return GateSettings(
+        detect_fps=cam.detect_fps,
+        motion=MotionSettings(threshold=motion.threshold, min_area=motion.min_area, frame_height=motion.frame_height,
+                              alpha=motion.alpha, mask=tuple(tuple(tuple(p) for p in poly) for poly in motion.mask))
+        if motion is not None else None,
+        max_idle_s=motion.max_idle_s if motion is not None else DEFAULT_MAX_IDLE_S,
+    )
+
+
 def live_settings(cam: CameraConfig) -> LiveSettings:
     """The live capture's settings from a camera's config (timeouts, backoff, pacing)."""
     src = cam.source
@@ -105,7 +118,12 @@ class Camera:
             on_drop=lambda frame: metrics.count_drop(frame.camera_id, "queue_full"))
         self.frame_routes = [s.queue for s in wiring.sinks if s.sink.wants_frames and s.wants(config)]
         self.event_routes = [s.queue for s in wiring.sinks if not s.sink.wants_frames and s.wants(config)]
-        self.capture = self._make_capture()
+        # Frames the model skips are decoded (and, live, queued) only for sinks that draw them.
+        needs_images = any(s.sink.needs_images and s.wants(config) for s in wiring.sinks) or bool(
+            config.rules and wiring.evidence is not None)
+        self.activity = CameraActivity()
+        self.gate = FrameGate(camera_gate_settings(config), self.activity)
+        self.capture = self._make_capture(needs_images)
         self.capture.on_end = on_end
         self.analytics: AnalyticsStage | None = None
         if config.rules:
@@ -113,8 +131,8 @@ class Camera:
             to_events = [evidence_q] if evidence_q is not None else self.event_routes
             to_frames = self.frame_routes + ([evidence_q] if evidence_q is not None else [])
             q = BoundedQueue(f"postprocess>analytics[{config.id}]", wiring.queue_size, QueuePolicy.BLOCK)
-            self.analytics = AnalyticsStage(CameraAnalytics(config, self.lane.model.backend.info.class_names), q,
-                                            to_frames, to_events)
+            self.analytics = AnalyticsStage(CameraAnalytics(config, self.lane.model.backend.info.class_names,
+                                                            self.activity), q, to_frames, to_events)
 
     @property
     def id(self) -> str:
@@ -125,17 +143,18 @@ class Camera:
         """The camera's own stages: capture, then analytics when it has rules."""
         return [self.capture] + ([self.analytics] if self.analytics is not None else [])
 
-    def _make_capture(self) -> CaptureStage | LiveCaptureStage:
+    def _make_capture(self, needs_images: bool) -> CaptureStage | LiveCaptureStage:
         cam = self.config
         if not cam.live:
-            return CaptureStage(cam.id, create_source(cam.source, cam.id), self.queue)
+            return CaptureStage(cam.id, create_source(cam.source, cam.id), self.queue, gate=self.gate,
+                                needs_images=needs_images)
         settings = live_settings(cam)
         # The decoder's own read timeout is set past the stall timeout, so a silent stream is
         # caught (and reported as stalled) by the supervisor; the abandoned reader then ends
         # when that read times out.
         read_timeout = settings.stall_timeout_s + READ_TIMEOUT_MARGIN_S
         return LiveCaptureStage(cam.id, lambda: create_source(cam.source, cam.id, read_timeout_s=read_timeout),
-                                self.queue, settings)
+                                self.queue, settings, gate=self.gate, needs_images=needs_images)
 
     def attach(self) -> list[Stage]:
         """Joins the model lane (all or nothing: raises CameraRefused when the graph is finishing),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from pipeline.frames import Batch, EndOfStream, FrameResult
+from pipeline.frames import Batch, Detections, EndOfStream, FrameResult
 from pipeline.metrics import CameraMetrics
 from pipeline.postprocess.yolo import YoloDecoder
 from pipeline.queues import BoundedQueue
@@ -61,19 +61,24 @@ class PostprocessStage(Stage):
             now = time.monotonic()
             for frame in batch.frames:
                 stats.ages.add((now - frame.capture_mono) * 1000.0)
-            try:
-                detections = self.decoder.decode(batch.slot.outputs[self.output_name], batch.frames)
-            finally:
-                self.ring.release(batch.slot)
+            decoded: list[Detections] = []
+            if batch.slot is not None:
+                try:
+                    decoded = self.decoder.decode(batch.slot.outputs[self.output_name], batch.detected_frames)
+                finally:
+                    self.ring.release(batch.slot)
             stats.add_work(time.perf_counter() - t0, len(batch))
-            for frame, dets in zip(batch.frames, detections, strict=True):
+            rows = iter(decoded)
+            for frame in batch.frames:
+                # Frames the model skipped ride along with no detections (the tracker predicts theirs).
+                dets = next(rows) if frame.detect else Detections.empty()
                 now = time.monotonic()
                 limit = self.max_age_s.get(frame.camera_id)
                 if limit is not None and now - frame.capture_mono > limit:
                     metrics.count_drop(frame.camera_id, "too_old")
                     continue
                 cam = cameras.get(frame.camera_id) or cameras.setdefault(frame.camera_id, metrics.camera(frame.camera_id))
-                cam.record_out(now, frame.age_ms(now))
-                result = FrameResult(frame, dets, self.class_names)
+                cam.record_out(now, frame.age_ms(now), detected=frame.detect)
+                result = FrameResult(frame, dets, self.class_names, detected=frame.detect)
                 for q in self.routes[frame.camera_id]:
                     q.put(result, ctx.stop)

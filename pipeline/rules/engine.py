@@ -100,6 +100,12 @@ class Rule(ABC):
     def zone_name(self) -> str | None:
         return None
 
+    def occupied(self, f: FrameTracks) -> bool:
+        """Whether a tracked object this rule watches stands in its zone (zone rules only): the
+        camera's motion gate keeps detecting while it does, moving or not."""
+        zone = getattr(self, "zone", None)
+        return zone is not None and bool((self.wanted(f) & f.inside(zone, self.anchor)).any())
+
     def line_name(self) -> str | None:
         return None
 

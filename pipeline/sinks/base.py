@@ -43,6 +43,7 @@ class Sink(ABC):
     name: str
     wants_frames: bool = True  # FrameResults (detections per frame)
     wants_events: bool = False  # rule events
+    needs_images: bool = False  # every frame's picture, also of frames the model skips (drawing sinks)
 
     @classmethod
     def from_config(cls, config: Any, context: SinkContext) -> Sink:

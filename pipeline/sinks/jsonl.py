@@ -3,6 +3,8 @@
 Record (documented in the README):
 {"camera": str, "seq": int, "source": str, "capture_ts": float (wall clock, s),
  "age_ms": float (capture → written), "width": int, "height": int,
+ "detected": bool (the model ran on this frame; false: skipped by detect_fps or motion gating, and
+             its detections are the tracker's predictions on tracked cameras, else none),
  "detections": [{"class_id": int, "class_name": str, "confidence": float, "box": [x1, y1, x2, y2]}]}
 Cameras with rules add "track_id" to each detection and "alerts" (rules with an open incident).
 """
@@ -50,6 +52,7 @@ def frame_record(result: FrameResult, now_mono: float) -> dict[str, Any]:
         "age_ms": round((now_mono - frame.capture_mono) * 1000.0, 3),
         "width": frame.width,
         "height": frame.height,
+        "detected": result.detected,
         "detections": detections,
     }
     if det.track_id is not None:

@@ -43,6 +43,8 @@ class VideoSink(Sink):
         source_fps: camera id -> its source's native rate, if known.
     """
 
+    needs_images = True
+
     @classmethod
     def from_config(cls, config: VideoSinkConfig, context: SinkContext) -> VideoSink:
         metrics = context.metrics

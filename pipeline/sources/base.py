@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.frames import EndOfStream, Frame
+from pipeline.gating import DETECT, FrameGate
 from pipeline.metrics import CameraState
 from pipeline.queues import BoundedQueue
 from pipeline.stage import Stage, StageContext
@@ -40,7 +41,7 @@ class SourceInfo:
 class SourceFrame:
     """One frame as a source read it (BGR image), before the capture stage stamps it into a Frame."""
 
-    image: np.ndarray
+    image: np.ndarray | None  # None: read with decode=False by a source that can skip the conversion
     name: str  # file name for image sources, the source's name otherwise
     # The stream's own timestamp (ms) where the source has one (files, RTSP): freeze detection
     # watches it advance. None where there is none.
@@ -79,8 +80,13 @@ class Source(ABC):
     def open(self) -> SourceInfo: ...
 
     @abstractmethod
-    def read(self) -> SourceFrame | None:
-        """The next frame, or None at the end of the stream. Raises SourceError on failure."""
+    def read(self, decode: bool = True) -> SourceFrame | None:
+        """The next frame, or None at the end of the stream. Raises SourceError on failure.
+
+        Args:
+            decode: False when nobody needs this frame's picture (the model skips it and no sink
+                draws it): a source that can, advances without converting it (`image` is None).
+        """
 
     @abstractmethod
     def close(self) -> None: ...
@@ -91,11 +97,16 @@ class CaptureStage(Stage):
     lost), stamps each frame and puts it on the queue. Live sources (cameras, files replayed at
     their rate) use sources.live.LiveCaptureStage instead."""
 
-    def __init__(self, camera_id: str, source: Source, out: BoundedQueue) -> None:
+    def __init__(self, camera_id: str, source: Source, out: BoundedQueue, *, gate: FrameGate | None = None,
+                 needs_images: bool = True) -> None:
         super().__init__(f"capture[{camera_id}]")
         self.camera_id = camera_id
         self.source = source
         self.out = out
+        # Which frames the model runs on (detection rate, motion); None: every frame. Skipped
+        # frames still go out, marked (a file loses nothing), decoded only when `needs_images`.
+        self.gate = gate if gate is not None and gate.active else None
+        self.needs_images = needs_images
         self.removed = threading.Event()  # set to take the camera out of a running graph
         self.on_end: Callable[[str, bool], None] | None = None  # (camera id, removed) once its sentinel is out
 
@@ -111,14 +122,24 @@ class CaptureStage(Stage):
         cam.source_fps = info.fps
         started = time.monotonic()
         file_rate = info.fps  # pts from the frame index: the same events however fast it is read
+        cam.detect_fps = self.gate.settings.detect_fps if self.gate is not None else None
+        gate = self.gate
         seq = 0
+        size: tuple[int, int] | None = None  # of the last decoded frame, for frames read without decoding
         try:
             while not ctx.drain.is_set() and not self.removed.is_set():
                 t0 = time.perf_counter()
-                got = self.source.read()
+                pts = seq / file_rate if file_rate else time.monotonic() - started
+                due = gate is None or gate.due(pts) or size is None
+                got = self.source.read(decode=due or self.needs_images)
                 if got is None:
                     break
                 now_mono = time.monotonic()
+                if got.image is not None:
+                    size = (int(got.image.shape[1]), int(got.image.shape[0]))
+                decision = gate.decide(pts, got.image) if gate is not None else DETECT
+                if gate is not None:
+                    cam.record_gate(now_mono, decision.skipped_by)
                 frame = Frame(
                     camera_id=self.camera_id,
                     seq=seq,
@@ -126,7 +147,9 @@ class CaptureStage(Stage):
                     capture_mono=now_mono,
                     capture_wall=time.time(),
                     source_name=got.name,
-                    pts=seq / file_rate if file_rate else now_mono - started,
+                    pts=pts,
+                    detect=decision.detect,
+                    size=size,
                 )
                 cam.record_in(now_mono)
                 if seq == 0:

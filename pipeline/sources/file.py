@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import cv2
+import numpy as np
 
 from pipeline.sources.base import Source, SourceError, SourceFrame, SourceInfo
 
@@ -54,17 +55,17 @@ class VideoFileSource(Source):
         self._frames_total = 0
         return SourceInfo(fps=fps if fps > 0 else None, total_frames=total)
 
-    def read(self) -> SourceFrame | None:
+    def read(self, decode: bool = True) -> SourceFrame | None:
         if self._cap is None:
             raise SourceError(f"video {self.path} read before open()")
         if self.max_frames is not None and self._frames_total >= self.max_frames:
             return None
-        ok, image = self._cap.read()
+        ok, image = _next(self._cap, decode)
         if not ok and self.loop and self._frames_read > 0:
             log.debug("looping %s after %d frames", self.path, self._frames_read)
             self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
             self._frames_read = 0
-            ok, image = self._cap.read()
+            ok, image = _next(self._cap, decode)
         if not ok:
             expected = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT))
             # FFmpeg's count can be off by a frame or two; more than that means the file is cut
@@ -81,3 +82,10 @@ class VideoFileSource(Source):
         if self._cap is not None:
             self._cap.release()
             self._cap = None
+
+
+def _next(cap: cv2.VideoCapture, decode: bool) -> tuple[bool, np.ndarray | None]:
+    """The next frame: decoded to BGR, or only advanced past (`grab`) when not `decode`."""
+    if decode:
+        return cap.read()
+    return cap.grab(), None

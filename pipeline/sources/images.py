@@ -54,7 +54,7 @@ class ImageSource(Source):
         self._next = 0
         return SourceInfo(fps=None, total_frames=len(self._files))
 
-    def read(self) -> SourceFrame | None:
+    def read(self, decode: bool = True) -> SourceFrame | None:
         if self._next >= len(self._files):
             return None
         path = self._files[self._next]

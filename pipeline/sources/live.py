@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 
 from pipeline.frames import EndOfStream, Frame
+from pipeline.gating import FrameGate
 from pipeline.metrics import CameraMetrics, CameraState, StageMetrics
 from pipeline.queues import POLL_S, BoundedQueue
 from pipeline.sources.base import Source, SourceError, SourceInfo
@@ -95,8 +96,10 @@ class _Reader:
     """One connection: opens `source` and reads until abandoned, ended or failed (its own thread)."""
 
     def __init__(self, source: Source, on_frame: Callable[[Frame, float, _Reader], None], make_frame: Callable[..., Frame],
-                 settings: LiveSettings, camera_id: str, *, start: bool = True) -> None:
+                 settings: LiveSettings, camera_id: str, *, start: bool = True,
+                 decode: Callable[[], bool] = lambda: True) -> None:
         self.source = source
+        self._decode = decode  # asked before each read: False when nobody needs the next frame's picture
         self._on_frame = on_frame
         self._make_frame = make_frame
         self._settings = settings
@@ -146,7 +149,7 @@ class _Reader:
                         return
                     due = max(due + period, time.monotonic() - period)
                 t0 = time.perf_counter()
-                got = self.source.read()
+                got = self.source.read(decode=self._decode() or self.frames == 0)
                 if got is None:
                     self.ended = True
                     return
@@ -168,13 +171,15 @@ class _Reader:
             finally:
                 self.finished.set()
 
-    def _track_freeze(self, image: np.ndarray, stream_ms: float | None, now: float) -> None:
+    def _track_freeze(self, image: np.ndarray | None, stream_ms: float | None, now: float) -> None:
         # Compared with the picture at its last change, not with the previous frame, so a slow
-        # drift (dawn) still counts as change once it adds up.
-        cv2.resize(image, _FREEZE_SIG, dst=self._thumb, interpolation=cv2.INTER_NEAREST)
-        if self.frames == 0 or cv2.norm(self._thumb, self._reference, cv2.NORM_INF) > FREEZE_TOLERANCE:
-            np.copyto(self._reference, self._thumb)
-            self.last_change_mono = now
+        # drift (dawn) still counts as change once it adds up. A frame read without its picture
+        # (the model skips it) is judged by its timestamp alone.
+        if image is not None:
+            cv2.resize(image, _FREEZE_SIG, dst=self._thumb, interpolation=cv2.INTER_NEAREST)
+            if self.frames == 0 or cv2.norm(self._thumb, self._reference, cv2.NORM_INF) > FREEZE_TOLERANCE:
+                np.copyto(self._reference, self._thumb)
+                self.last_change_mono = now
         if stream_ms is not None:
             # Any change counts: a looped file or a camera whose clock was reset goes back in time
             # and is not frozen; a stream stuck on one timestamp is.
@@ -188,8 +193,15 @@ class LiveCaptureStage(Stage):
     the graph drains, the camera is removed, a file source ends, or it has failed for good."""
 
     def __init__(self, camera_id: str, make_source: Callable[[], Source], out: BoundedQueue,
-                 settings: LiveSettings, rng: random.Random | None = None) -> None:
+                 settings: LiveSettings, rng: random.Random | None = None, *, gate: FrameGate | None = None,
+                 needs_images: bool = True) -> None:
         super().__init__(f"capture[{camera_id}]")
+        # Which frames the model runs on (detection rate, motion); None: every frame. A skipped
+        # frame goes out (marked) only when a sink needs its picture (video, evidence); otherwise
+        # it is not converted at all and only counted.
+        self.gate = gate if gate is not None and gate.active else None
+        self.needs_images = needs_images
+        self._size: tuple[int, int] | None = None  # of the last decoded frame
         self.camera_id = camera_id
         self.make_source = make_source
         self.out = out
@@ -207,6 +219,7 @@ class LiveCaptureStage(Stage):
     def run(self, ctx: StageContext) -> None:
         cam = ctx.metrics.camera(self.camera_id)
         cam.source_fps = None  # from this source, once it streams
+        cam.detect_fps = self.gate.settings.detect_fps if self.gate is not None else None
         cam.set_state(CameraState.STARTING)
         stats = ctx.metrics.stage(self.name)
         failures = 0
@@ -215,7 +228,9 @@ class LiveCaptureStage(Stage):
         try:
             while not self._leaving(ctx):
                 reader = _Reader(self.make_source(), lambda frame, read_s, r: self._emit(r, frame, read_s, cam, stats, ctx),
-                                 self._frame, self.settings, self.camera_id, start=False)
+                                 self._frame, self.settings, self.camera_id, start=False, decode=self._wants_picture)
+                if self.gate is not None:
+                    self.gate.reset()  # a new connection: the next frame is due
                 with self._emit_lock:
                     self._current = reader
                 reader.start()
@@ -259,9 +274,16 @@ class LiveCaptureStage(Stage):
                 return True
         return self._leaving(ctx)
 
+    def _wants_picture(self) -> bool:
+        """Whether the next frame must be decoded: a sink needs every picture, or the model is due."""
+        gate = self.gate
+        return gate is None or self.needs_images or gate.due(time.monotonic() - self._started_mono)
+
     def _frame(self, got, now_mono: float) -> Frame:  # got: a SourceFrame
+        if got.image is not None:
+            self._size = (int(got.image.shape[1]), int(got.image.shape[0]))
         return Frame(camera_id=self.camera_id, seq=next(self._seq), image=got.image, capture_mono=now_mono,
-                     capture_wall=time.time(), source_name=got.name, pts=now_mono - self._started_mono)
+                     capture_wall=time.time(), source_name=got.name, pts=now_mono - self._started_mono, size=self._size)
 
     def _emit(self, reader: _Reader, frame: Frame, read_s: float, cam: CameraMetrics, stats: StageMetrics,
               ctx: StageContext) -> None:
@@ -271,6 +293,12 @@ class LiveCaptureStage(Stage):
                 return
             cam.record_in(frame.capture_mono)
             stats.add_work(read_s, 1)
+            if self.gate is not None:
+                decision = self.gate.decide(frame.pts, frame.image)
+                cam.record_gate(frame.capture_mono, decision.skipped_by)
+                frame.detect = decision.detect
+                if not decision.detect and not self.needs_images:
+                    return  # nothing needs it: counted as skipped, not queued
             self.out.put(frame, ctx.stop)  # drop_oldest: never waits
 
     def _supervise(self, reader: _Reader, cam: CameraMetrics, ctx: StageContext) -> tuple[str, str]:

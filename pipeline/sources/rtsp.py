@@ -96,11 +96,12 @@ class RtspSource(Source):
         # FFmpeg reports 90000 or 180000 (the RTP clock) for streams that do not state a rate.
         return SourceInfo(fps=fps if 0 < fps <= 240 else None, total_frames=None)
 
-    def read(self) -> SourceFrame:
+    def read(self, decode: bool = True) -> SourceFrame:
         if self._cap is None:
             raise SourceError(f"{self.masked_url} read before open()")
-        ok, image = self._cap.read()
-        if not ok or image is None:
+        # grab() still decodes (H.264 needs every frame) but skips the BGR conversion and copy.
+        ok, image = self._cap.read() if decode else (self._cap.grab(), None)
+        if not ok or (decode and image is None):
             raise SourceError(f"{self.masked_url}: no frame within {self.read_timeout_s:g} s or connection lost")
         return SourceFrame(image, self.masked_url, self._cap.get(cv2.CAP_PROP_POS_MSEC))
 

@@ -37,7 +37,7 @@ class SyntheticSource(Source):
         self._index = 0
         return SourceInfo(fps=None, total_frames=self.frames)  # the rate is the capture stage's pacing
 
-    def read(self) -> SourceFrame | None:
+    def read(self, decode: bool = True) -> SourceFrame | None:
         if self.frames is not None and self._index >= self.frames:
             return None
         image = self._background.copy()

@@ -62,11 +62,11 @@ class UsbSource(Source):
         fps = cap.get(cv2.CAP_PROP_FPS)
         return SourceInfo(fps=fps if fps > 0 else None, total_frames=None)
 
-    def read(self) -> SourceFrame:
+    def read(self, decode: bool = True) -> SourceFrame:
         if self._cap is None:
             raise SourceError(f"{self.name} read before open()")
-        ok, image = self._cap.read()
-        if not ok or image is None:
+        ok, image = self._cap.read() if decode else (self._cap.grab(), None)
+        if not ok or (decode and image is None):
             raise SourceError(f"{self.name}: no frame within {self.read_timeout_s:g} s (unplugged?)")
         return SourceFrame(image, self.name)
 
