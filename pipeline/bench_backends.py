@@ -1,8 +1,9 @@
 """`vigil bench --compare-backends`: every backend and precision this machine has, on the same input.
 
 Speed: each backend alone (raw `infer`, no decode, no pre/postprocess) on the same pre-made
-letterboxed tensors from the video, measured round-robin over the backends for several rounds, so
-that a machine whose speed drifts (other work on shared cores) slows every backend alike.
+letterboxed tensors from the video, measured round-robin over the backends for several rounds (every
+other round in reverse order), so that a machine whose speed drifts (other work on shared cores)
+slows every backend alike.
 Agreement: each backend's detections on the shared images against ONNX Runtime f32 through the real
 letterbox, decoder and NMS: the reference boxes matched by a box of the same class at IoU >= 0.9,
 and the largest confidence difference among the matched pairs.
@@ -196,8 +197,10 @@ def run_compare(model_path: Path, video: Path, images: list[Path], *, frames: in
         for label, (backend, _) in backends.items():  # warm: each slot's binding made, first-run costs paid
             for slot in rings[label]:
                 backend.infer(slot, batch)
-        for _ in range(rounds):
-            for label, (backend, _) in backends.items():
+        for r in range(rounds):
+            # Every other round in reverse order, so that no backend always runs right after another
+            # (a drift within a round then evens out over two rounds).
+            for label, (backend, _) in (list(backends.items()) if r % 2 == 0 else list(backends.items())[::-1]):
                 slots = rings[label]
                 t0 = time.perf_counter()
                 for i in range(calls):
@@ -304,7 +307,7 @@ def format_compare(r: CompareResult) -> str:
              f"at IoU >= {MATCH_IOU} (same class), largest confidence difference among them",
              "",
              f"{'backend':<15}{'runs as':<9}{'fps':>8}{'x ort':>7}  {'rounds':<24}agreement"]
-    ort = r.rows[0].fps
+    ort = r.rows[0].runs
     for row in r.rows:
         if row.agreement is None:
             agree = f"reference ({ref_total if ref_total is not None else '?'} boxes)"
@@ -312,8 +315,10 @@ def format_compare(r: CompareResult) -> str:
             a = row.agreement
             agree = f"{a.matched}/{a.total} matched ({a.found} found), max |dconf| {a.max_conf_diff:.4f}"
         rounds = ", ".join(f"{x:.2f}" for x in row.runs)
-        lines.append(f"{row.label:<15}{row.runs_as:<9}{row.fps:>8.2f}{row.fps / ort:>7.2f}  {rounds:<24}{agree}")
+        ratio = statistics.fmean(x / o for x, o in zip(row.runs, ort, strict=True))
+        lines.append(f"{row.label:<15}{row.runs_as:<9}{row.fps:>8.2f}{ratio:>7.2f}  {rounds:<24}{agree}")
     for label, why in r.skipped:
         lines.append(f"{label}: not here ({why})")
+    lines.append("fps: mean of the rounds; x ort: mean of each round's ratio to onnxruntime (same minute, same noise)")
     lines.append(" ".join(f"{row.label}={row.fps:.2f}" for row in r.rows))
     return "\n".join(lines)

@@ -173,37 +173,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cmd_listen(args: argparse.Namespace) -> int:
-    """`listen`: prints each event published on a ZeroMQ endpoint as a JSON line, until `--count`
-    events, Ctrl-C, or (exit code 1) `--timeout` seconds without one."""
-    import zmq
+    """`listen`: prints each event published on a ZeroMQ endpoint as a JSON line (see pipeline.listen)."""
+    from pipeline.listen import ListenError, listen
 
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.SUB)
-    sock.setsockopt(zmq.LINGER, 0)
     try:
-        sock.connect(args.endpoint)
-    except zmq.ZMQError as exc:
-        raise ConfigError([_arg_issue("ENDPOINT", f"cannot connect to {args.endpoint!r}: {exc}")]) from None
-    sock.setsockopt(zmq.SUBSCRIBE, args.topic.encode())
-    received = 0
-    try:
-        while not args.count or received < args.count:
-            # Short polls keep Ctrl-C responsive; the optional timeout bounds a silent wait.
-            waited = 0.0
-            while not sock.poll(200):
-                waited += 0.2
-                if args.timeout and waited >= args.timeout:
-                    print(f"error: no event on {args.endpoint} for {args.timeout:g} s", file=sys.stderr)
-                    return 1
-            _topic, payload = sock.recv_multipart()
-            print(payload.decode(), flush=True)
-            received += 1
-    except KeyboardInterrupt:
-        pass
-    finally:
-        sock.close()
-        ctx.term()
-    return 0
+        return listen(args.endpoint, topic=args.topic, count=args.count, timeout_s=args.timeout)
+    except ListenError as exc:
+        raise ConfigError([_arg_issue("ENDPOINT", str(exc))]) from None
 
 
 def _progress(disabled: bool):  # returns (callback, close)

@@ -33,7 +33,8 @@ def create_backend(config: object, *, intra_op_threads: int | None = None) -> Ba
     """
     name = config.backend  # type: ignore[attr-defined]
     if name == "auto":
-        name, why = choose_backend(config.path, machine_facts(config.path))  # type: ignore[attr-defined]
+        name, why = choose_backend(config.path, machine_facts(config.path), config.device,  # type: ignore[attr-defined]
+                                   config.precision)  # type: ignore[attr-defined]
         log.info("model %s: backend auto chose %s: %s", config.id, name, why)  # type: ignore[attr-defined]
     try:
         cls = BACKENDS.get(name)

@@ -30,21 +30,31 @@ class MachineFacts:
     openvino: bool
 
 
-def choose_backend(path: Path, facts: MachineFacts) -> tuple[str, str]:
+def choose_backend(path: Path, facts: MachineFacts, device: str = "auto", precision: str | None = None) -> tuple[str, str]:
     """The backend `auto` means for the model at `path` on a machine with `facts`, and why.
 
     Args:
         path: the model file (.onnx or .engine).
         facts: the machine's facts (see `machine_facts`).
+        device: the model's `device`: cpu rules TensorRT out; cuda without TensorRT means ONNX
+            Runtime (its CUDA provider, with onnxruntime-gpu), not the CPU-only OpenVINO.
+        precision: bf16 is OpenVINO's and fp16 TensorRT's alone, so they pick that backend (whose
+            load then says what is missing, if anything).
 
     Returns:
         (backend name, a short reason for the log line).
     """
     if Path(path).suffix == ".engine":
         return "tensorrt", "the model is a TensorRT engine"
-    if facts.tensorrt and facts.cuda_devices > 0:
+    if precision == "bf16":
+        return "openvino", "precision bf16 runs on OpenVINO"
+    if precision == "fp16":
+        return "tensorrt", "precision fp16 runs on TensorRT"
+    if facts.tensorrt and facts.cuda_devices > 0 and device != "cpu":
         return "tensorrt", f"TensorRT and {facts.cuda_devices} CUDA GPU(s) are present"
-    gpu = "no CUDA GPU" if facts.tensorrt else "no TensorRT"
+    gpu = "device: cpu" if device == "cpu" else "no CUDA GPU" if facts.tensorrt else "no TensorRT"
+    if device == "cuda":
+        return "onnxruntime", f"device: cuda and {gpu}: ONNX Runtime's CUDA provider"
     if facts.openvino:
         return "openvino", f"{gpu}; OpenVINO is installed"
     return "onnxruntime", f"{gpu} and no OpenVINO (pip install openvino for faster CPU inference)"
@@ -52,7 +62,7 @@ def choose_backend(path: Path, facts: MachineFacts) -> tuple[str, str]:
 
 def machine_facts(path: Path) -> MachineFacts:
     """The facts of this machine that `choose_backend` looks at for `path`: CUDA is asked only when
-    TensorRT is installed, OpenVINO only when TensorRT cannot serve the model.
+    TensorRT is installed (so a machine without it imports nothing of CUDA).
 
     Args:
         path: the model file (an .engine needs no facts).
@@ -64,7 +74,7 @@ def machine_facts(path: Path) -> MachineFacts:
         return MachineFacts(tensorrt=False, cuda_devices=0, openvino=False)
     tensorrt = importlib.util.find_spec("tensorrt") is not None
     cuda_devices = _cuda_devices() if tensorrt else 0
-    return MachineFacts(tensorrt, cuda_devices, openvino=not (tensorrt and cuda_devices) and _imports("openvino"))
+    return MachineFacts(tensorrt, cuda_devices, openvino=_imports("openvino"))
 
 
 def _cuda_devices() -> int:

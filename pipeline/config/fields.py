@@ -49,8 +49,8 @@ BACKEND_PRECISIONS: dict[str, tuple[str, ...]] = {
     "onnxruntime": ("f32",),
     "openvino": ("f32", "bf16", "auto"),
     "tensorrt": ("f32", "fp16", "auto"),
-    # the choice must fit whichever backend `auto` picks on the machine that runs the config
-    "auto": ("f32", "auto"),
+    # f32 and auto fit whichever backend `auto` picks; bf16 makes it pick OpenVINO, fp16 TensorRT
+    "auto": ("f32", "bf16", "fp16", "auto"),
 }
 
 
@@ -70,9 +70,6 @@ def check_precision(backend: str | None, precision: str | None) -> str | None:
         return precision
     if backend == "onnxruntime":
         text = "backend onnxruntime runs f32 only: remove precision or set it to f32 (bf16: backend openvino; fp16: backend tensorrt)"
-    elif backend == "auto":
-        text = ("backend auto takes precision f32 or auto (the chosen backend's own choice): bf16 needs backend: openvino, "
-                "fp16 backend: tensorrt")
     else:
         text = f"backend {backend} takes precision " + ", ".join(allowed[:-1]) + f" or {allowed[-1]}"
         text += " (auto = fp16)" if backend == "tensorrt" else " (auto: OpenVINO's own choice, bf16 where the CPU has it)"

@@ -249,8 +249,9 @@ class ModelConfig(Strict):
     id: Identifier
     path: ConfigPath
     backend: Literal["auto", "onnxruntime", "openvino", "tensorrt"] = Field("auto", description=(
-        "auto: the fastest one here (tensorrt for an .engine, or with TensorRT and a CUDA GPU; else openvino when "
-        "installed; else onnxruntime). onnxruntime: CPU (CUDA provider when onnxruntime-gpu is installed). openvino: "
+        "auto: the fastest one here (tensorrt for an .engine, or with TensorRT and a CUDA GPU unless device: cpu; else "
+        "openvino when installed, unless device: cuda; else onnxruntime). onnxruntime: CPU (CUDA provider when "
+        "onnxruntime-gpu is installed). openvino: "
         "CPU, reads the .onnx directly. tensorrt: NVIDIA GPU; `path` is the .onnx (its engine is looked up in "
         "engines/, see build-engine) or an .engine"))
     precision: Precision | None = Field(None, description=(

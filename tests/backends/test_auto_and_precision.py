@@ -31,6 +31,27 @@ def test_auto_picks_the_fastest_backend_the_machine_has(path, facts, backend, wh
     assert chosen == backend and reason.startswith(why)
 
 
+@pytest.mark.parametrize(("precision", "backend", "why"), [
+    ("bf16", "openvino", "precision bf16 runs on OpenVINO"),
+    ("fp16", "tensorrt", "precision fp16 runs on TensorRT"),
+    ("f32", "openvino", "no TensorRT; OpenVINO is installed"),
+])
+def test_auto_with_a_precision_only_one_backend_runs_picks_that_backend(precision, backend, why):
+    chosen, reason = choose_backend(ONNX, MachineFacts(False, 0, True), "auto", precision)
+    assert chosen == backend and reason.startswith(why)
+
+
+@pytest.mark.parametrize(("device", "facts", "backend", "why"), [
+    ("cpu", MachineFacts(True, 1, True), "openvino", "device: cpu; OpenVINO is installed"),
+    ("cpu", MachineFacts(True, 1, False), "onnxruntime", "device: cpu and no OpenVINO"),
+    ("cuda", MachineFacts(True, 1, True), "tensorrt", "TensorRT and 1 CUDA GPU(s) are present"),
+    ("cuda", MachineFacts(False, 0, True), "onnxruntime", "device: cuda and no TensorRT: ONNX Runtime's CUDA provider"),
+])
+def test_auto_follows_the_models_device(device, facts, backend, why):
+    chosen, reason = choose_backend(ONNX, facts, device)
+    assert chosen == backend and reason.startswith(why)
+
+
 def test_auto_loads_openvino_here_and_says_why(model_path, caplog):
     if importlib.util.find_spec("tensorrt") is not None:
         pytest.skip("TensorRT is installed here: auto may pick it (see the chooser test for that case)")
@@ -68,8 +89,6 @@ def _config(tmp_path: Path, model_path: Path, media: Path, model_keys: str) -> P
     ("backend: onnxruntime\nprecision: auto", "backend onnxruntime runs f32 only"),
     ("backend: openvino\nprecision: fp16", "backend openvino takes precision f32, bf16 or auto (auto: OpenVINO's own choice"),
     ("backend: tensorrt\nprecision: bf16", "backend tensorrt takes precision f32, fp16 or auto (auto = fp16), got 'bf16'"),
-    ("precision: bf16", "backend auto takes precision f32 or auto (the chosen backend's own choice): bf16 needs backend: "
-                        "openvino"),
     ("backend: openvino\nprecision: f16", "expected 'auto', 'f32', 'bf16' or 'fp16', got 'f16' (did you mean"),
 ])
 def test_a_precision_the_backend_lacks_is_an_error_at_its_line(tmp_path, model_path, media, keys, message):
