@@ -141,6 +141,7 @@ class CameraMetrics:
         self.wanted_rate = RateMeter()  # frames its gate chose for the model (some may be dropped later)
         self.skipped: collections.Counter[str] = collections.Counter()  # frames the gate skipped, by reason
         self.behind = False  # the model runs on fewer frames than the gate chose (the box cannot keep up)
+        self._capacity_checked_mono = 0.0
         self.state = CameraState.STARTING
         self.state_since_mono = time.monotonic()
         self.state_reason = ""  # why it is in this state (masked: never a credential)
@@ -190,6 +191,13 @@ class CameraMetrics:
             self.wanted_rate.add(now_mono)
         else:
             self.skipped[skipped_by] += 1
+
+    def check_capacity_now_and_then(self, now_mono: float) -> None:
+        """`update_capacity` at most once a second (called per output frame, so a warning is logged
+        whether or not anyone reads /healthz)."""
+        if now_mono - self._capacity_checked_mono >= 1.0:
+            self._capacity_checked_mono = now_mono
+            self.update_capacity(now_mono)
 
     def update_capacity(self, now_mono: float) -> bool:
         """Re-evaluates `behind` (after BEHIND_AFTER_S of history): the model ran on under

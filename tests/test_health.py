@@ -68,3 +68,29 @@ def test_log_filter_masks_credentials_in_any_record():
     record = logging.LogRecord("x", logging.ERROR, __file__, 1, "cannot open %s", ("rtsp://u:pw@h/s",), None)
     RedactingFilter().filter(record)
     assert record.getMessage() == "cannot open rtsp://***:***@h/s"
+
+
+def test_a_camera_the_model_cannot_keep_up_with_is_behind_and_says_so(caplog):
+    caplog.set_level(logging.INFO)
+    metrics = Metrics()
+    cam = metrics.camera("dock")
+    cam.detect_fps = 5.0
+    t0 = 1000.0
+    for i in range(60):  # 6 s: the gate chose 5 frames/s, the model ran on every other one
+        now = t0 + i * 0.2 / 2
+        cam.record_in(now)
+        if i % 2 == 0:
+            cam.record_gate(now, None)
+            if i % 4 == 0:
+                cam.record_out(now, 100.0, detected=True)
+        else:
+            cam.record_gate(now, "rate")
+    doc = camera_health(metrics, now_mono=t0 + 6.0)["cameras"]["dock"]
+    assert doc["capacity"] == "behind" and doc["detect_fps"] == 5.0 and doc["skipped"] == {"rate": 30}
+    assert 2.0 <= doc["detections_per_s"] <= 3.0
+    assert "camera dock: the model keeps up with" in caplog.text and "lower detect_fps" in caplog.text
+    for i in range(60):  # then it keeps up
+        now = t0 + 6.0 + i * 0.1
+        cam.record_gate(now, None)
+        cam.record_out(now, 100.0, detected=True)
+    assert camera_health(metrics, now_mono=t0 + 12.0)["cameras"]["dock"]["capacity"] == "ok"

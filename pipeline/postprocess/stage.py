@@ -79,6 +79,7 @@ class PostprocessStage(Stage):
                     continue
                 cam = cameras.get(frame.camera_id) or cameras.setdefault(frame.camera_id, metrics.camera(frame.camera_id))
                 cam.record_out(now, frame.age_ms(now), detected=frame.detect)
+                cam.check_capacity_now_and_then(now)
                 result = FrameResult(frame, dets, self.class_names, detected=frame.detect)
                 for q in self.routes[frame.camera_id]:
                     q.put(result, ctx.stop)
