@@ -68,6 +68,26 @@ class BenchResult:
         return [p / ((r[i] + r[i + 1]) / 2) for i, p in enumerate(self.pipeline_fps_runs)]
 
 
+def video_problem(video: Path) -> str | None:
+    """None when `video` opens and yields a first frame, else why not (for `bench --video`).
+
+    Args:
+        video: the benchmark's video file.
+    """
+    if not video.is_file():
+        return f"video file not found: {video}"
+    cap = cv2.VideoCapture(str(video), cv2.CAP_FFMPEG)
+    try:
+        if not cap.isOpened():
+            return f"OpenCV/FFmpeg cannot open {video}" + (": the file is empty" if video.stat().st_size == 0 else
+                                                            ": not a video or an unsupported codec")
+        if not cap.read()[0]:
+            return f"{video} has no frame OpenCV can decode"
+    finally:
+        cap.release()
+    return None
+
+
 def _video_frame_count(video: Path) -> int:
     cap = cv2.VideoCapture(str(video))
     try:

@@ -15,13 +15,14 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 from pipeline.backends.base import ModelLoadError
-from pipeline.config import ConfigError, ConfigIssue, LoadedConfig, check_files, config_from_data
+from pipeline.config import ConfigError, LoadedConfig, check_files
+from pipeline.detect import arg_issue as _arg_issue
+from pipeline.detect import detect_config
 from pipeline.paths import default_model
 from pipeline.redact import install_log_redaction
-from pipeline.sources.images import IMAGE_SUFFIXES
+from pipeline.signals import interrupt_on_signals
 from pipeline.stage import GraphFailed, GraphStuck
 
 log = logging.getLogger("vigil")
@@ -64,7 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     install_log_redaction()
     _quiet_opencv(args.log_level)
     try:
-        return int(args.func(args))
+        with interrupt_on_signals():  # a signal while a model loads: exit 130, one line (not SIGTERM's death)
+            return int(args.func(args))
+    except KeyboardInterrupt as exc:
+        print(f"error: stopped by {exc.args[0] if exc.args else 'SIGINT'} before the run finished", file=sys.stderr)
+        return 130
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 2
@@ -110,7 +115,7 @@ def _parser() -> argparse.ArgumentParser:
     det = sub.add_parser("detect", help="one source through one model, no YAML (like `yolo predict`)")
     det.add_argument("source", help="video file, image file, directory of images, rtsp:// URL or /dev/videoN")
     det.add_argument("--model", type=Path, default=None, help=f"ONNX model (default {default_model()})")
-    det.add_argument("--jsonl", type=Path, required=True, help="JSON Lines output, one record per frame")
+    det.add_argument("--jsonl", type=Path, required=True, help="JSON Lines output, one record per frame ('-': stdout)")
     det.add_argument("--video", type=Path, default=None, help="annotated video output (.mp4)")
     det.add_argument("--conf", type=float, default=0.25)
     det.add_argument("--iou", type=float, default=0.45)
@@ -176,6 +181,9 @@ def cmd_listen(args: argparse.Namespace) -> int:
     """`listen`: prints each event published on a ZeroMQ endpoint as a JSON line (see pipeline.listen)."""
     from pipeline.listen import ListenError, listen
 
+    for option, value in (("--count", args.count), ("--timeout", args.timeout)):
+        if not value >= 0:  # (also NaN)
+            raise ConfigError([_arg_issue(option, f"must be 0 (no limit) or more, got {value:g}")])
     try:
         return listen(args.endpoint, topic=args.topic, count=args.count, timeout_s=args.timeout)
     except ListenError as exc:
@@ -202,7 +210,16 @@ def _execute(loaded: LoadedConfig, no_progress: bool, config_path: Path | None =
     from pipeline.config import load_config
     from pipeline.graph import build_graph
     from pipeline.runner import Reloader, execute, format_summary
+    from pipeline.sinks.jsonl import STDOUT
+    from pipeline.validate import check_outputs
 
+    # Outputs before the model loads: a bad --video name must not cost a model load and then fail
+    # with the codec's words. (build_graph checks the inputs again; that costs a stat per file.)
+    issues = check_files(loaded) + check_outputs(loaded)
+    if issues:
+        raise ConfigError(issues)
+    # Records on stdout (`--jsonl -`): everything else the run prints goes to stderr.
+    report = sys.stderr if any(getattr(s, "path", None) == STDOUT for s in loaded.config.sinks) else sys.stdout
     graph = build_graph(loaded)
     reloader = Reloader(graph, lambda: load_config(config_path)) if config_path is not None and graph.reloadable else None
     update, close = _progress(no_progress)
@@ -211,10 +228,12 @@ def _execute(loaded: LoadedConfig, no_progress: bool, config_path: Path | None =
         summary = execute(graph, drain_timeout_s=pipeline.drain_timeout_s, on_progress=update,
                           gil_switch_interval_s=pipeline.gil_switch_interval_ms / 1000.0,
                           opencv_threads=pipeline.opencv_threads, metrics_port=loaded.config.metrics.port,
-                          metrics_host=loaded.config.metrics.host, reloader=reloader)
+                          metrics_host=loaded.config.metrics.host, reloader=reloader,
+                          metrics_token=loaded.config.metrics.token,
+                          metrics_allowed_hosts=tuple(loaded.config.metrics.allowed_hosts))
     finally:
         close()
-    print(format_summary(summary))
+    print(format_summary(summary), file=report)
     if summary.forced:
         print("error: stopped before queued frames finished; outputs hold the frames written until then", file=sys.stderr)
         return 130
@@ -223,8 +242,8 @@ def _execute(loaded: LoadedConfig, no_progress: bool, config_path: Path | None =
         return 1
     for sink in graph.sinks:
         for path in getattr(sink, "paths", []) or [getattr(sink, "path", None)]:
-            if path is not None:
-                print(f"wrote {path}")
+            if path is not None and path != STDOUT:
+                print(f"wrote {path}", file=report)
     return 0
 
 
@@ -238,7 +257,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_build_engine(args: argparse.Namespace) -> int:
     """`build-engine`: builds the TensorRT engine of an ONNX model into the engine cache, or
     reports the cached one that already fits."""
-    from pipeline.backends.tensorrt import DEFAULT_ENGINE_DIR, build_engine
+    from pipeline.backends.engine_build import DEFAULT_ENGINE_DIR, build_engine
 
     if args.max_batch < 1:
         raise ConfigError([_arg_issue("--max-batch", f"must be at least 1, got {args.max_batch}")])
@@ -255,91 +274,33 @@ def cmd_build_engine(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    """`validate`: checks the config and the files it names, loads every model and prints what it
-    found (input, batch, outputs, classes; TensorRT engines), without running the graph."""
+    """`validate`: checks that the config can run: the files it names, each source opened once,
+    each output writable, each video container and codec (pipeline.validate); loads every model
+    and prints what it found (input, batch, outputs, classes; TensorRT engines)."""
     from pipeline.config import load_config
     from pipeline.graph import load_models
+    from pipeline.validate import check_runnable
 
     loaded = load_config(args.config)
-    issues = check_files(loaded)
+    issues = check_files(loaded) or check_runnable(loaded)
     if issues:
         raise ConfigError(issues)
     for m in loaded.config.models:
         if m.backend == "tensorrt":
-            from pipeline.backends.tensorrt import engine_precision, engine_report
+            from pipeline.backends.engine_build import engine_precision, engine_report
 
             print(f"model {m.id}: TensorRT engines")
-            for line in engine_report(m.path, precision=engine_precision(m.precision), max_batch=m.batch, device=m.gpu_device):
+            for line in engine_report(m.path, precision=engine_precision(m.precision), batch=m.batch, device=m.gpu_device):
                 print(line)
-    models = load_models(loaded)
+    models = load_models(loaded, build_engines=False)  # validate never spends minutes building an engine
     for mid, m in models.items():
         info = m.backend.info
-        print(f"model {mid}: {info.path} input {list(info.input.shape)} batch {m.batch} "
-              f"({'dynamic' if info.max_batch is None else f'fixed {info.max_batch}'}), "
+        print(f"model {mid}: {info.path} input {list(info.input.shape)} batch {m.batch} ({info.batch_text()}), "
               f"output {list(info.outputs[0].shape)} fits {m.config.family}, {len(info.class_names)} classes")
         m.backend.close()
     cfg = loaded.config
     print(f"{args.config}: valid ({len(cfg.cameras)} cameras, {len(cfg.models)} models, {len(cfg.sinks)} sinks)")
     return 0
-
-
-def detect_config(args: argparse.Namespace) -> LoadedConfig:
-    """The one-camera, one-model config that `detect`'s arguments describe.
-
-    The source kind follows SOURCE: an rtsp:// URL, /dev/videoN, an image or directory of images,
-    else a video file. Validation errors name the option (`--conf`, `SOURCE`) instead of a YAML key.
-
-    Raises:
-        ConfigError: SOURCE does not exist, `--realtime` with images, or a value out of bounds.
-    """
-    source: dict[str, Any]
-    camera: dict[str, Any] = {"id": "cam0", "model": "model"}
-    if args.source.startswith(("rtsp://", "rtsps://")):
-        source = {"type": "rtsp", "url": args.source, "transport": args.transport}
-    elif args.source.startswith("/dev/video"):
-        source = {"type": "usb", "device": args.source}
-    else:
-        source_path = Path(args.source)
-        if not source_path.exists():
-            raise ConfigError([_arg_issue("SOURCE", f"not found: {source_path} (expected a video file, an image file, a "
-                                                    f"directory of images, an rtsp:// URL or /dev/videoN)")])
-        is_images = source_path.is_dir() or source_path.suffix.lower() in IMAGE_SUFFIXES
-        if args.realtime and is_images:
-            raise ConfigError([_arg_issue("--realtime", f"paces video files only, got images {source_path}")])
-        source = {"type": "images" if is_images else "file", "path": str(source_path)}
-        if args.realtime:
-            source["realtime"] = True
-    if args.max_frame_age_ms is not None:
-        camera["max_frame_age_ms"] = args.max_frame_age_ms
-    if args.detect_fps is not None:
-        camera["detect_fps"] = args.detect_fps
-    if args.motion:
-        camera["motion"] = {"enabled": True}
-    camera["source"] = source
-    model_path = args.model or default_model()
-    sinks: list[dict[str, Any]] = [{"type": "jsonl", "path": str(args.jsonl)}]
-    if args.video is not None:
-        sinks.append({"type": "video", "path": str(args.video)})
-    model: dict[str, Any] = {"id": "model", "path": str(model_path), "family": args.family, "conf": args.conf,
-                             "iou": args.iou, "batch": args.batch, "backend": args.backend, "precision": args.precision}
-    if args.classes:
-        model["classes"] = [int(c) if c.isdigit() else c for c in args.classes]
-    data: dict[str, Any] = {"cameras": [camera], "models": [model], "sinks": sinks}
-    if args.metrics_port is not None:
-        data["metrics"] = {"port": args.metrics_port}
-    return config_from_data(data, origin="error", base_dir=Path.cwd(), key_names={
-        ("models", 0, "conf"): "--conf", ("models", 0, "iou"): "--iou", ("models", 0, "batch"): "--batch",
-        ("models", 0, "family"): "--family", ("models", 0, "path"): "--model", ("sinks", 0, "path"): "--jsonl",
-        ("models", 0, "backend"): "--backend", ("models", 0, "precision"): "--precision",
-        ("sinks", 1, "path"): "--video", ("cameras", 0, "source", "path"): "SOURCE",
-        ("cameras", 0, "source", "url"): "SOURCE", ("cameras", 0, "source", "device"): "SOURCE",
-        ("cameras", 0, "max_frame_age_ms"): "--max-frame-age-ms", ("metrics", "port"): "--metrics-port",
-        ("cameras", 0, "detect_fps"): "--detect-fps",
-    } | {("models", 0, "classes", i): "--classes" for i in range(len(args.classes or []))})
-
-
-def _arg_issue(key: str, message: str) -> ConfigIssue:
-    return ConfigIssue("error", 0, key, message)
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
@@ -350,12 +311,19 @@ def cmd_detect(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     """`bench`: raw backend fps against pipeline fps on one video, or with `--live N,...` the
     live-camera benchmark for each camera count; prints the table."""
-    from pipeline.bench import format_bench, run_bench
+    from pipeline.bench import format_bench, run_bench, video_problem
 
     if args.rounds < 1:
         raise ConfigError([_arg_issue("--rounds", f"must be at least 1, got {args.rounds}")])
-    if not args.video.is_file():
-        raise ConfigError([_arg_issue("--video", f"video file not found: {args.video}")])
+    if args.frames < 0:
+        raise ConfigError([_arg_issue("--frames", f"must be 0 (the whole video) or more, got {args.frames}")])
+    for option, value in (("--gil-switch-ms", args.gil_switch_ms), ("--seconds", args.seconds), ("--fps", args.fps),
+                          ("--max-frame-age-ms", args.max_frame_age_ms), ("--detect-fps", args.detect_fps)):
+        if value is not None and not 0 < value < float("inf"):  # (NaN fails too)
+            raise ConfigError([_arg_issue(option, f"must be a number above 0, got {value:g}")])
+    problem = video_problem(args.video)
+    if problem is not None:
+        raise ConfigError([_arg_issue("--video", problem)])
     if args.compare_backends:  # (pipeline/bench_backends.py checks its options)
         from pipeline.bench_backends import compare_backends
 

@@ -15,21 +15,110 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import errno
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 from pipeline.config import EvidenceConfig
 from pipeline.draw import annotate
 from pipeline.frames import EndOfStream, Event, FrameResult
 from pipeline.queues import BoundedQueue
+from pipeline.sinks.mp4 import VideoFile
 from pipeline.stage import CameraSet, Stage, StageContext, consume
 
 log = logging.getLogger(__name__)
+
+# The names this stage gives its files (`_on_event`): CAMERA_RULE_YYYYmmdd-HHMMSS_EVENTID8.jpg|.mp4.
+# The disk cap deletes only files named so: anything else in the folders (a person's file, a sink's
+# output written there) is not evidence and is never touched.
+_EVIDENCE_NAME = re.compile(r"[\w.-]+_\d{8}-\d{6}_[0-9a-f]{8}\.(jpg|mp4)")
+
+
+def _write_snapshot(path: Path, image: np.ndarray) -> None:
+    """Writes a JPEG, checked: cv2.imwrite can report success for a file a full disk cut short.
+    A failed write leaves no partial file behind."""
+    ok, jpeg = cv2.imencode(".jpg", image)
+    if not ok:
+        raise OSError(errno.EINVAL, f"OpenCV cannot encode snapshot {path} ({image.shape})")
+    try:
+        path.write_bytes(jpeg.tobytes())
+    except OSError as exc:
+        path.unlink(missing_ok=True)
+        raise OSError(exc.errno, f"cannot write snapshot {path}: {exc.strerror}") from exc
+
+
+class EvidenceFiles:
+    """The evidence files the disk cap may delete, oldest first, with their total size: a running
+    index of what the stage wrote, seeded once by a scan of its folders for evidence that earlier
+    runs left (by name, see `_EVIDENCE_NAME`), so the cap never rescans a folder per event.
+
+    Files may vanish at any time (a cleanup job, a person): a file gone when it is scanned, sized
+    or deleted is simply gone, never an error.
+
+    Args:
+        folders: the folders the stage writes evidence into.
+    """
+
+    def __init__(self, folders: list[Path]) -> None:
+        self._sizes: dict[str, int] = {}  # path -> bytes, in order of writing (oldest first)
+        self.total = 0
+        found = []
+        for folder in folders:
+            try:
+                with os.scandir(folder) as entries:
+                    listed = [e for e in entries if _EVIDENCE_NAME.fullmatch(e.name)]
+            except FileNotFoundError:
+                continue
+            for entry in listed:
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue  # deleted since the listing
+                found.append((st.st_mtime, entry.path, st.st_size))
+        for _mtime, path, size in sorted(found):
+            self._sizes[path] = size
+            self.total += size
+
+    def __len__(self) -> int:
+        return len(self._sizes)
+
+    def add(self, path: Path) -> None:
+        """Counts a file the stage has just written (as the newest)."""
+        key = str(path)
+        self.total -= self._sizes.pop(key, 0)
+        try:
+            size = os.stat(key).st_size
+        except FileNotFoundError:
+            return
+        self._sizes[key] = size
+        self.total += size
+
+    def enforce(self, cap_bytes: float, keep: Path) -> list[str]:
+        """Deletes the oldest files while the total is over `cap_bytes`, never `keep`.
+
+        Returns:
+            The paths deleted (or found gone).
+        """
+        deleted = []
+        for path in list(self._sizes):
+            if self.total <= cap_bytes:
+                break
+            if path == str(keep):
+                continue
+            self.total -= self._sizes.pop(path)
+            try:
+                os.remove(path)
+            except FileNotFoundError:
+                pass  # someone else deleted it first: gone either way
+            deleted.append(path)
+        return deleted
 
 
 @dataclass(slots=True)
@@ -52,24 +141,39 @@ class EvidenceStage(Stage):
         event_routes: camera id -> the queues of the event sinks that take its events.
     """
 
+    # The files the disk cap may delete; made at the first file written (on this stage's thread),
+    # when the folders exist and a scan for earlier runs' evidence is worth its cost.
+    _files: EvidenceFiles | None = None
+
     def __init__(self, config: EvidenceConfig, inp: BoundedQueue, cameras: CameraSet | list[str],
                  event_routes: dict[str, list[BoundedQueue]]) -> None:
         super().__init__("evidence")
         self.config = config
         self.inp = inp
         self.cameras = cameras if isinstance(cameras, CameraSet) else CameraSet(cameras)
-        self.event_routes = event_routes  # camera -> the event sinks' queues
-        ids = self.cameras.snapshot()
-        self._ring: dict[str, collections.deque[FrameResult]] = {c: collections.deque() for c in ids}
-        self._pending: dict[str, list[_PendingClip]] = {c: [] for c in ids}
+        # Camera -> the event sinks' queues. Replaced, never changed in place, by `add_camera` (on
+        # the thread adding a camera), so this stage's thread never sees it change under it.
+        self.event_routes = dict(event_routes)
+        # Per-camera state, created and dropped on this stage's thread only: a camera's ring and
+        # clips appear with its first item and go with its end of stream.
+        self._ring: dict[str, collections.deque[FrameResult]] = {}
+        self._pending: dict[str, list[_PendingClip]] = {}
         self.snapshot_dir = Path(config.dir) / "snapshots"
         self.clip_dir = Path(config.dir) / "clips"
 
-    def add_camera(self, camera_id: str) -> None:
-        """A camera with rules joins (before its first frame can arrive)."""
-        self._ring.setdefault(camera_id, collections.deque())
-        self._pending.setdefault(camera_id, [])
-        self.cameras.add(camera_id)
+    def add_camera(self, camera_id: str, event_routes: list[BoundedQueue] | None = None) -> bool:
+        """A camera with rules joins (before its first frame can arrive).
+
+        Args:
+            camera_id: the camera.
+            event_routes: the queues of the event sinks that take its events; None: keep what it had.
+
+        Returns:
+            False (and nothing joined) when the stage no longer takes cameras (the graph is finishing).
+        """
+        if event_routes is not None:
+            self.event_routes = {**self.event_routes, camera_id: list(event_routes)}
+        return self.cameras.add(camera_id)
 
     def run(self, ctx: StageContext) -> None:
         stats = ctx.metrics.stage(self.name)
@@ -81,14 +185,20 @@ class EvidenceStage(Stage):
                 if isinstance(item, EndOfStream):
                     for clip in self._pending.pop(item.camera_id, []):
                         self._finish_clip(clip, ctx)  # the stream ended early: a shorter clip
-                    # A camera added again later starts a new stream (its pts restart at 0).
+                    # A camera added again later starts a new stream (its pts restart at 0). It
+                    # can only be added again once this item is handled (see `consume`).
                     self._ring.pop(item.camera_id, None)
-                    for q in self.event_routes[item.camera_id]:
+                    for q in self.event_routes.get(item.camera_id, ()):
                         q.put(item, ctx.stop)
-                elif isinstance(item, Event):
-                    self._on_event(item, ctx)
                 else:
-                    self._on_frame(item, ctx)
+                    camera_id = item.camera if isinstance(item, Event) else item.frame.camera_id
+                    if camera_id not in self._ring:  # the camera's first item (of this stream)
+                        self._ring[camera_id] = collections.deque()
+                        self._pending[camera_id] = []
+                    if isinstance(item, Event):
+                        self._on_event(item, ctx)
+                    else:
+                        self._on_frame(item, ctx)
                 stats.add_work(time.perf_counter() - t0, 1)
         finally:
             for ring in self._ring.values():
@@ -125,8 +235,7 @@ class EvidenceStage(Stage):
         ring = self._ring[event.camera]
         if self.config.snapshots and ring:
             path = self.snapshot_dir / f"{stem}.jpg"
-            if not cv2.imwrite(str(path), annotate(ring[-1])):
-                raise OSError(f"cannot write snapshot {path}")
+            _write_snapshot(path, annotate(ring[-1]))
             event = dataclasses.replace(event, snapshot=str(path))
             self._enforce_cap(keep=path)
         self._publish(event, ctx)
@@ -143,15 +252,15 @@ class EvidenceStage(Stage):
         first = frames[0].frame
         span = frames[-1].frame.pts - first.pts
         fps = (len(frames) - 1) / span if span > 0 else 1.0
-        writer = cv2.VideoWriter(str(clip.path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (first.width, first.height))
-        if not writer.isOpened():
-            raise OSError(f"OpenCV cannot write clip {clip.path}")
+        # Fragmented MP4 with every write checked (see pipeline/sinks/mp4.py): a crash while
+        # encoding keeps the clip's first fragments, and a full disk fails the run naming the file.
+        writer = VideoFile(clip.path, fps=fps, width=first.width, height=first.height)
         try:
             for result in frames:
                 if result.frame.image.shape == first.image.shape:
                     writer.write(annotate(result))
         finally:
-            writer.release()
+            writer.close()
         self._enforce_cap(keep=clip.path)
         self._publish(dataclasses.replace(clip.event, kind="update", clip=str(clip.path),
                                           data={**clip.event.data, "clip_start_pts": round(first.pts, 3),
@@ -160,19 +269,11 @@ class EvidenceStage(Stage):
             self._publish(clip.held_end, ctx)
 
     def _enforce_cap(self, keep: Path) -> None:
-        """Deletes the oldest evidence files while the folder is over max_disk_mb, never `keep`
-        (the file an event is about to name)."""
-        files = []
-        for folder in (self.snapshot_dir, self.clip_dir):
-            with os.scandir(folder) as entries:
-                files += [(e.stat().st_mtime, e.stat().st_size, e.path) for e in entries if e.is_file()]
-        total = sum(size for _, size, _ in files)
-        cap = self.config.max_disk_mb * 1024 * 1024
-        for _mtime, size, path in sorted(files):
-            if total <= cap:
-                break
-            if Path(path) == keep:
-                continue
-            os.remove(path)
-            total -= size
+        """Counts `keep` (the file an event is about to name, just written) and deletes the oldest
+        evidence files while they are over max_disk_mb, never `keep` and never a file that is not
+        the stage's own (see `EvidenceFiles`)."""
+        if self._files is None:  # first file of the run: one scan for what earlier runs left
+            self._files = EvidenceFiles([self.snapshot_dir, self.clip_dir])
+        self._files.add(keep)
+        for path in self._files.enforce(self.config.max_disk_mb * 1024 * 1024, keep):
             log.info("evidence over %.0f MB: deleted %s", self.config.max_disk_mb, path)

@@ -1,21 +1,31 @@
-"""Health and metrics over HTTP, on 127.0.0.1 by default (the endpoint has no authentication):
+"""Health and metrics over HTTP, on 127.0.0.1 by default (/healthz and /metrics have no authentication):
 
 - GET /healthz: JSON, per camera: state, fps in and out, drops by reason, reconnects, age of the
   newest frame: `{"status": "ok"|"degraded", "cameras": {"<id>": {...}}}`. Always 200 while the
   process runs: one dead camera is the camera's problem, not a reason to restart the others.
 - GET /metrics: the same and per-stage figures in the Prometheus text format.
-- POST /reload: re-reads the config and adds/removes/restarts cameras (as SIGHUP does).
+- POST /reload: re-reads the config and adds/removes/restarts cameras (as SIGHUP does); with a
+  token (`metrics.token`) only for `Authorization: Bearer TOKEN`, else 401.
 
 Everything is read from the pipeline's own Metrics when asked, so serving costs nothing per frame.
+
+Hardening, since the endpoint lives as long as the pipeline: each connection has a socket timeout
+(a client that sends nothing is dropped), at most `max_connections` are served at once (one thread
+each; the next ones get 503 at once), and a Host header naming neither this machine (localhost, an
+IP address, the bound host) nor one of `allowed_hosts` gets 403, so a web page cannot read /healthz
+through DNS rebinding. Binding beyond loopback logs a warning.
 """
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import json
 import logging
+import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -118,35 +128,55 @@ class _Collector:
 
 
 class HealthServer:
-    """Serves /healthz, /metrics and (when given `reload`) POST /reload in a daemon thread."""
+    """Serves /healthz, /metrics and (when given `reload`) POST /reload in a daemon thread.
+
+    Args:
+        metrics: the pipeline's counters, read at each request.
+        host, port: where to listen (port 0: any free port, see `.port`).
+        reload: what POST /reload runs; None: no /reload endpoint.
+        token: when set, POST /reload needs `Authorization: Bearer TOKEN` (else 401).
+        allowed_hosts: Host header names answered beside localhost, IP addresses and `host`.
+        request_timeout_s: a connection silent this long (mid-request or idle) is closed.
+        max_connections: connections served at once; more get 503 at once.
+    """
 
     def __init__(self, metrics: Metrics, *, host: str = "127.0.0.1", port: int = 0,
-                 reload: Callable[[], dict[str, Any]] | None = None) -> None:
+                 reload: Callable[[], dict[str, Any]] | None = None, token: str | None = None,
+                 allowed_hosts: Iterable[str] = (), request_timeout_s: float = 5.0, max_connections: int = 32) -> None:
         self.metrics = metrics
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collector(metrics))  # type: ignore[arg-type]
         self._reload = reload
+        self._token = token
+        self.allowed_hosts = frozenset(_host_name(h) for h in (*allowed_hosts, host, "localhost", socket.gethostname()))
         handler = _make_handler(self)
+        handler.timeout = request_timeout_s  # StreamRequestHandler sets it on each connection's socket
         try:
-            self._server = ThreadingHTTPServer((host, port), handler)
+            self._server = _BoundedServer((host, port), handler, max_connections)
         except OSError as exc:
             raise OSError(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc} "
                           f"(port in use? choose another with metrics.port / --metrics-port)") from exc
-        self._server.daemon_threads = True
         self.host, self.port = self._server.server_address[:2]
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
                                         name="health-http", daemon=True)
+        if not _is_loopback(host):
+            log.warning("metrics endpoint on %s:%s is reachable from other machines: /healthz and /metrics have no "
+                        "authentication%s", host, self.port,
+                        "" if reload is None or token else "; nor has POST /reload (set metrics.token)")
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        """http://HOST:PORT of the endpoint (IPv6 hosts in brackets)."""
+        return f"http://[{self.host}]:{self.port}" if ":" in str(self.host) else f"http://{self.host}:{self.port}"
 
     def start(self) -> HealthServer:
+        """Starts serving in a daemon thread; returns self."""
         self._thread.start()
         log.info("health on %s/healthz, metrics on %s/metrics", self.url, self.url)
         return self
 
     def close(self) -> None:
+        """Stops serving (bounded waits) and closes the socket."""
         if self._thread.is_alive():
             # shutdown() waits for serve_forever to notice (within its poll_interval) and has no
             # timeout of its own: run it aside and wait a bounded time.
@@ -156,11 +186,94 @@ class HealthServer:
             self._thread.join(timeout=2.0)
         self._server.server_close()
 
+    def host_allowed(self, header: str | None) -> bool:
+        """Whether a request with this Host header is answered: no header (not a browser), an IP
+        address, or a name in `allowed_hosts` (which holds localhost and the bound host)."""
+        if header is None:
+            return True
+        name = _host_name(header)
+        return name in self.allowed_hosts or _is_ip(name)
+
+    def authorized(self, header: str | None) -> bool:
+        """Whether an Authorization header may reload: always without a token."""
+        if self._token is None:
+            return True
+        return header is not None and hmac.compare_digest(header.encode(), f"Bearer {self._token}".encode())
+
+
+class _BoundedServer(ThreadingHTTPServer):
+    """A thread per connection, at most `max_connections` at once: one more is answered 503 and
+    closed by the accepting thread itself, which never waits on it (the client may be the attacker)."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], max_connections: int) -> None:
+        self._slots = threading.BoundedSemaphore(max_connections)
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self._refuse(request)
+            return
+        try:
+            super().process_request(request, client_address)  # starts the connection's thread
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def _refuse(self, request: socket.socket) -> None:
+        body = b'{"error": "too many connections; try again"}'
+        try:
+            request.setblocking(False)  # never wait on this client: whatever fits now, else nothing
+            request.send(b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
+            request.recv(65536)  # what the client sent already: closing on unread data would reset the connection
+        except OSError:
+            pass
+        self.shutdown_request(request)
+
+
+def _host_name(header: str) -> str:
+    """The name in a Host header, without the port or the brackets of an IPv6 address, lower case."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1:].partition("]")[0]
+    return (header.rpartition(":")[0] if header.count(":") == 1 else header).rstrip(".")
+
+
+def _is_ip(name: str) -> bool:
+    # A browser sends an IP address as Host only when the page itself came from that address, so
+    # it cannot be DNS rebinding (which needs the attacker's name); and Prometheus scrapes by IP.
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve beyond this machine
+
 
 def _make_handler(server: HealthServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # http.server's naming
             path = self.path.split("?", 1)[0]
+            if not self._host_ok():
+                return
             if path == "/healthz":
                 self._send(200, "application/json", json.dumps(camera_health(server.metrics)).encode())
             elif path == "/metrics":
@@ -170,8 +283,15 @@ def _make_handler(server: HealthServer) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:
             path = self.path.split("?", 1)[0]
+            if not self._host_ok():
+                return
             if path != "/reload" or server._reload is None:  # noqa: SLF001 - the handler is part of the server
                 self._send(404, "application/json", json.dumps({"error": f"no such endpoint POST {path!r}"}).encode())
+                return
+            if not server.authorized(self.headers.get("Authorization")):
+                self._send(401, "application/json", json.dumps({"error": "POST /reload needs Authorization: Bearer TOKEN "
+                                                                         "(metrics.token)"}).encode(),
+                           {"WWW-Authenticate": 'Bearer realm="vigil"'})
                 return
             result = server._reload()  # noqa: SLF001 - the handler is part of the server
             # 400: the new config is invalid (nothing changed); 500: some camera could not be changed
@@ -179,9 +299,19 @@ def _make_handler(server: HealthServer) -> type[BaseHTTPRequestHandler]:
             status = 200 if result.get("ok") else 400 if "errors" in result else 500
             self._send(status, "application/json", json.dumps(result).encode())
 
-        def _send(self, code: int, content_type: str, body: bytes) -> None:
+        def _host_ok(self) -> bool:
+            if server.host_allowed(self.headers.get("Host")):
+                return True
+            # The name is not echoed back: it is the attacker's, and the page may read this answer.
+            self._send(403, "application/json", json.dumps({"error": "Host header not allowed: add the name this endpoint "
+                                                                     "is reached by to metrics.allowed_hosts"}).encode())
+            return False
+
+        def _send(self, code: int, content_type: str, body: bytes, headers: dict[str, str] | None = None) -> None:
             self.send_response(code)
             self.send_header("Content-Type", content_type)
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)

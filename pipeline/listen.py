@@ -6,9 +6,13 @@ Owns the subscriber loop only; what is published, and how, is the zmq sink's job
 
 from __future__ import annotations
 
+import socket
 import sys
+import threading
 
 import zmq
+
+RESOLVE_TIMEOUT_S = 5.0
 
 
 class ListenError(RuntimeError):
@@ -27,6 +31,9 @@ def listen(endpoint: str, *, topic: str = "", count: int = 0, timeout_s: float =
     Returns:
         The exit code: 0, or 1 after `timeout_s` without an event.
     """
+    if count < 0 or timeout_s < 0:
+        raise ValueError(f"count and timeout_s must be 0 or more, got {count} and {timeout_s}")
+    check_host(endpoint)
     ctx = zmq.Context()
     sock = ctx.socket(zmq.SUB)
     sock.setsockopt(zmq.LINGER, 0)
@@ -56,3 +63,38 @@ def listen(endpoint: str, *, topic: str = "", count: int = 0, timeout_s: float =
         sock.close()
         ctx.term()
     return 0
+
+
+def check_host(endpoint: str, timeout_s: float = RESOLVE_TIMEOUT_S) -> None:
+    """Raises ListenError when the host of a `tcp://HOST:PORT` endpoint does not resolve.
+
+    ZeroMQ resolves the host in its I/O thread and retries for ever without telling anyone, so an
+    unresolvable (mistyped) host would look like a publisher that is merely quiet.
+
+    Args:
+        endpoint: the endpoint to subscribe to; other transports (ipc://, inproc://) pass.
+        timeout_s: how long name resolution may take (getaddrinfo has no timeout of its own: it
+            runs in a daemon thread that is abandoned after this long).
+    """
+    if not endpoint.startswith("tcp://"):
+        return
+    address = endpoint[len("tcp://"):].rpartition(";")[2]  # tcp://[source;]host:port
+    host = address.rpartition(":")[0].strip("[]")  # [::1]:5560 is an IPv6 literal
+    if not host or host == "*":
+        return  # a malformed endpoint: zmq's connect names the problem
+    outcome: list[OSError | None] = []
+
+    def resolve() -> None:
+        try:
+            socket.getaddrinfo(host, None)
+            outcome.append(None)
+        except OSError as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=resolve, name="listen-resolve", daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    if not outcome:
+        raise ListenError(f"cannot resolve host {host!r} of {endpoint} within {timeout_s:g} s")
+    if outcome[0] is not None:
+        raise ListenError(f"cannot resolve host {host!r} of {endpoint}: {outcome[0].strerror or outcome[0]}")

@@ -63,26 +63,46 @@ class AgeWindow:
 
 
 class RateMeter:
-    """Events per second over the last RATE_WINDOW_S, from a preallocated ring of timestamps."""
+    """Events per second over the last RATE_WINDOW_S, counted in preallocated time buckets.
 
-    def __init__(self, size: int = 1024) -> None:
-        self._times = np.full(size, -np.inf)
-        self._count = 0
+    Counts, not timestamps: a ring of timestamps caps the rate it can see at its size over the
+    window (1024 over 5 s read 204.8 for anything faster); buckets have no cap and never allocate.
+
+    Args:
+        bucket_s: the width of one bucket; the window is counted in whole buckets, and the rate is
+            divided by the time those buckets actually cover.
+    """
+
+    def __init__(self, bucket_s: float = 0.05) -> None:
+        self._bucket_s = bucket_s
+        n = int(round(RATE_WINDOW_S / bucket_s))
+        self._counts = np.zeros(n, np.int64)
+        self._ids = np.full(n, -1, np.int64)  # which bucket (monotonic time // bucket_s) each slot counts
         self._first: float | None = None
 
     def add(self, now_mono: float) -> None:
+        """Counts one event at `now_mono`."""
         if self._first is None:
             self._first = now_mono
-        self._times[self._count % self._times.shape[0]] = now_mono
-        self._count += 1
+        bucket = int(now_mono // self._bucket_s)
+        slot = bucket % self._counts.shape[0]
+        if self._ids[slot] != bucket:  # the slot last counted a bucket that has left the window
+            self._ids[slot] = bucket
+            self._counts[slot] = 0
+        self._counts[slot] += 1
 
     def rate(self, now_mono: float) -> float:
+        """Events per second over the last RATE_WINDOW_S (or since the first event, if sooner)."""
         if self._first is None:
             return 0.0
-        span = min(RATE_WINDOW_S, now_mono - self._first)
+        bucket = int(now_mono // self._bucket_s)
+        oldest = bucket - self._counts.shape[0] + 1
+        covered = now_mono - oldest * self._bucket_s  # from the oldest bucket's start to now
+        span = min(covered, now_mono - self._first)
         if span <= 0:
             return 0.0
-        return float(np.count_nonzero(self._times > now_mono - RATE_WINDOW_S)) / span
+        inside = (self._ids >= oldest) & (self._ids <= bucket)
+        return float(self._counts[inside].sum()) / span
 
 
 # A camera is `behind` when the model runs on fewer than this share of the frames its gate chose,
@@ -272,10 +292,11 @@ class Metrics:
         with self._lock:
             return list(self._stages.values())
 
-    def count_drop(self, camera_id: str, reason: str) -> None:
+    def count_drop(self, camera_id: str, reason: str, count: int = 1) -> None:
+        """Counts `count` frames of the camera dropped for `reason` (queue_full, too_old, unreadable, ...)."""
         cam = self.camera(camera_id)
         with self._lock:
-            cam.drops[reason] += 1
+            cam.drops[reason] += count
 
     def stage_summaries(self) -> list[StageSummary]:
         """Per stage, in data-path order (capture, preprocess, inference, postprocess, sinks)."""

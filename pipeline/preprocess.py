@@ -129,7 +129,7 @@ class PreprocessStage(Stage):
         self.cameras = cameras if isinstance(cameras, CameraSet) else CameraSet(cameras)
         self.max_age_s = max_age_s if max_age_s is not None else {}
         self.clock = clock
-        self._fill_s_per_frame = 0.0  # moving average of letterbox time per frame
+        self.fill_s_per_frame = 0.0  # moving average of letterbox time per frame (just in time uses it)
         h, w = ring.slots[0].inputs[input_name].shape[2:4]
         self._scratch = LetterboxScratch(h, w)
 
@@ -142,7 +142,7 @@ class PreprocessStage(Stage):
             while not active.finished():
                 if ctx.stop.is_set():
                     raise Stopped
-                if batch is None and self.clock is not None and not self._time_to_fill(ctx):
+                if batch is None and self.clock is not None and not self.time_to_fill(ctx):
                     continue  # not yet: the frames picked now would wait; newer ones will come
                 # An open batch waits only until its deadline; an idle stage re-checks stop every POLL_S.
                 timeout = min(POLL_S, max(0.0, batch.deadline - time.monotonic())) if batch else POLL_S
@@ -157,8 +157,10 @@ class PreprocessStage(Stage):
                     if batch is not None:  # the camera's last frames go out before its sentinel
                         self._emit(batch, ctx)
                         batch = None
-                    active.discard(item.camera_id)
                     self.out.put(item, ctx.stop)
+                    # Only now, with its sentinel handed on, is the camera gone from this stage
+                    # (a removal waiting for that must not see it gone while the put still blocks).
+                    active.discard(item.camera_id)
                     continue
                 now = time.monotonic()
                 age_s = now - item.capture_mono
@@ -195,7 +197,7 @@ class PreprocessStage(Stage):
                     )
                 took = time.perf_counter() - t0
                 stats.add_work(took, 1)
-                self._fill_s_per_frame = 0.8 * self._fill_s_per_frame + 0.2 * took if self._fill_s_per_frame else took
+                self.fill_s_per_frame = 0.8 * self.fill_s_per_frame + 0.2 * took if self.fill_s_per_frame else took
                 batch.frames.append(item)
                 batch.rows += 1
                 if batch.rows == self.batch:
@@ -205,15 +207,20 @@ class PreprocessStage(Stage):
             if batch is not None:  # never handed on (stop or error): the slot goes back to the ring
                 self.ring.release(batch.slot)
 
-    def _time_to_fill(self, ctx: StageContext) -> bool:
-        """Whether to open the next batch now (live graphs). Waits at most POLL_S per call."""
+    def time_to_fill(self, ctx: StageContext) -> bool:
+        """Whether to open the next batch now (live graphs, see the class docstring). Waits at most
+        POLL_S per call, so the caller re-checks stop between calls.
+
+        Returns:
+            True when inference is idle, has no history, or the running batch ends within about the
+            time it takes to fill the next one; False while a batch is queued or it is too soon."""
         if not self.out.wait_for_room(POLL_S):
             return False  # a batch is already queued for inference
         clock = self.clock
         started, mean = (clock.started, clock.mean_s) if clock is not None else (None, None)
         if started is None or mean is None:
             return True  # inference is idle (or has no history yet): fill now
-        fill_s = self._fill_s_per_frame * self.batch + JIT_MARGIN_S
+        fill_s = self.fill_s_per_frame * self.batch + JIT_MARGIN_S
         wait = started + JIT_AIM * mean - fill_s - time.monotonic()
         if wait <= 0:
             return True

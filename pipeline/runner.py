@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import signal
 import sys
 import threading
@@ -20,6 +21,7 @@ import cv2
 from pipeline.config import ConfigError, LoadedConfig
 from pipeline.graph import Graph
 from pipeline.metrics import CameraState, CameraSummary, StageSummary
+from pipeline.signals import SIGNALS
 
 log = logging.getLogger(__name__)
 
@@ -78,12 +80,16 @@ class Reloader:
 def execute(graph: Graph, *, drain_timeout_s: float = 30.0, on_progress: Callable[[int, int | None], None] | None = None,
             handle_signals: bool = True, close_backends: bool = True, gil_switch_interval_s: float | None = 0.0002,
             opencv_threads: int | None = 1, metrics_port: int | None = None, metrics_host: str = "127.0.0.1",
-            reloader: Reloader | None = None) -> RunSummary:
+            reloader: Reloader | None = None, metrics_token: str | None = None,
+            metrics_allowed_hosts: tuple[str, ...] = ()) -> RunSummary:
     """Starts the graph and waits for it. The first SIGINT/SIGTERM drains (queued frames finish,
-    files close, exit 0); a second one, or a drain longer than `drain_timeout_s`, stops at once.
-    SIGHUP (and POST /reload on the metrics port) re-reads the config through `reloader`.
-    Raises GraphFailed if a stage failed. The GIL switch interval and OpenCV's thread count are set
-    for the run's duration (see PipelineConfig) and restored afterwards.
+    files close, exit 0); a second one, or a drain longer than `drain_timeout_s`, stops at once
+    (the same signal delivered again within signals.SAME_SIGNAL_S is not a second one).
+    SIGHUP (and POST /reload on the metrics port) re-reads the config through `reloader`; without
+    one, SIGHUP drains like SIGTERM. Raises GraphFailed if a stage failed, ConfigError (at
+    `metrics.port`) if the metrics port cannot be served; then nothing was started or opened.
+    The GIL switch interval and OpenCV's thread count are set for the run's duration (see
+    PipelineConfig) and restored afterwards; so are the signal handlers.
 
     Example:
         >>> graph = build_graph(load_config("configs/demo.yaml"))
@@ -94,6 +100,9 @@ def execute(graph: Graph, *, drain_timeout_s: float = 30.0, on_progress: Callabl
     drain_started: list[float] = []
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
+        if SIGNALS.is_repeat():
+            log.debug("%s again at once: the same request (sent to the process and its group)", signal.Signals(signum).name)
+            return
         if interrupted.is_set():
             log.warning("second %s: stopping now", signal.Signals(signum).name)
             runner.stop()
@@ -103,19 +112,29 @@ def execute(graph: Graph, *, drain_timeout_s: float = 30.0, on_progress: Callabl
         drain_started.append(time.monotonic())
         runner.drain()
 
-    previous = {}
-    if handle_signals and threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, on_signal)
-        if reloader is not None and hasattr(signal, "SIGHUP"):
-            previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda _s, _f: reloader.reload_in_background())
-
+    # The metrics port first: when it is taken, nothing has been started, opened or installed yet.
     health = None
     if metrics_port is not None:
         from pipeline.health import HealthServer
 
-        health = HealthServer(graph.ctx.metrics, host=metrics_host, port=metrics_port,
-                              reload=reloader.reload if reloader is not None else None).start()
+        try:
+            health = HealthServer(graph.ctx.metrics, host=metrics_host, port=metrics_port,
+                                  reload=reloader.reload if reloader is not None else None, token=metrics_token,
+                                  allowed_hosts=metrics_allowed_hosts).start()
+        except OSError as exc:
+            if close_backends:
+                _close_models(graph)
+            raise ConfigError([graph.built.issue(("metrics", "port"), str(exc))]) from None
+
+    previous = {}
+    if handle_signals and threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, on_signal)
+        if hasattr(signal, "SIGHUP"):
+            # Without a config to re-read, a hang-up (a closed terminal, `kill -HUP`) ends the run
+            # like SIGTERM: its default action would kill the process with the MP4 unfinished.
+            previous[signal.SIGHUP] = signal.signal(
+                signal.SIGHUP, on_signal if reloader is None else lambda _s, _f: reloader.reload_in_background())
 
     metrics = graph.ctx.metrics
 
@@ -148,18 +167,27 @@ def execute(graph: Graph, *, drain_timeout_s: float = 30.0, on_progress: Callabl
                 # buffers now could crash the process. The process is about to exit anyway.
                 log.error("not closing the models: stages still running: %s", ", ".join(runner.alive()))
             else:
-                for model in graph.models.values():
-                    model.backend.close()
+                _close_models(graph)
     seconds = time.monotonic() - start
     failed = [c.camera_id for c in metrics.cameras() if c.state is CameraState.FAILED]
     return RunSummary(seconds, metrics.frames_out_total(), metrics.camera_summaries(), metrics.stage_summaries(),
                       interrupted.is_set(), runner.forced, failed)
 
 
+def _close_models(graph: Graph) -> None:
+    for model in graph.models.values():
+        model.backend.close()
+
+
+def _num(value: float, spec: str, unit: str = "") -> str:
+    """`value` in `spec`, or `-` where there is nothing to measure (NaN: no frames, no time)."""
+    return "-" if math.isnan(value) else f"{value:{spec}}{unit}"
+
+
 def format_summary(summary: RunSummary) -> str:
     """The end-of-run report: frames and fps, how it ended, then a table per camera and per stage."""
     lines = [
-        f"{summary.frames_out} frames in {summary.seconds:.1f} s ({summary.fps:.2f} fps)"
+        f"{summary.frames_out} frames in {summary.seconds:.1f} s ({_num(summary.fps, '.2f', ' fps')})"
         + ("; stopped at once, queued frames discarded" if summary.forced
            else "; interrupted, queued frames finished" if summary.interrupted else ""),
         "",
@@ -169,12 +197,13 @@ def format_summary(summary: RunSummary) -> str:
     for c in summary.cameras:
         drops = sum(c.drops.values())
         asked = f"{c.detect_fps:g}" if c.detect_fps is not None else "all"
-        lines.append(f"{c.camera_id:<16}{c.frames_in:>7}{c.frames_out:>7}{drops:>8}{c.fps_out:>8.2f}"
-                     f"{c.age_p50_ms:>8.1f}ms{c.age_p99_ms:>8.1f}ms{c.detections:>10}{c.detections_per_s:>8.2f}{asked:>7}"
+        lines.append(f"{c.camera_id:<16}{c.frames_in:>7}{c.frames_out:>7}{drops:>8}{_num(c.fps_out, '.2f'):>8}"
+                     f"{_num(c.age_p50_ms, '.1f', 'ms'):>10}{_num(c.age_p99_ms, '.1f', 'ms'):>10}{c.detections:>10}"
+                     f"{_num(c.detections_per_s, '.2f'):>8}{asked:>7}"
                      f"{c.skipped.get('rate', 0):>11}{c.skipped.get('motion', 0):>13}")
     width = max([16] + [len(s.name) + 2 for s in summary.stages])
     lines += ["", f"{'stage':<{width}}{'items':>7}{'ms/item':>10}{'ms/call':>10}{'age p50':>10}{'age p99':>10}"]
     for s in summary.stages:
-        ages = f"{s.age_p50_ms:>8.1f}ms{s.age_p99_ms:>8.1f}ms" if s.age_p50_ms == s.age_p50_ms else f"{'-':>10}{'-':>10}"
-        lines.append(f"{s.name:<{width}}{s.items:>7}{s.mean_ms_per_item:>10.2f}{s.mean_ms_per_call:>10.2f}{ages}")
+        lines.append(f"{s.name:<{width}}{s.items:>7}{_num(s.mean_ms_per_item, '.2f'):>10}{_num(s.mean_ms_per_call, '.2f'):>10}"
+                     f"{_num(s.age_p50_ms, '.1f', 'ms'):>10}{_num(s.age_p99_ms, '.1f', 'ms'):>10}")
     return "\n".join(lines)

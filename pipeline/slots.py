@@ -108,6 +108,15 @@ class SlotRing:
             self._in_use.discard(slot.index)
         self._free.put(slot)
 
+    def ready(self, slot: Slot, timeout_s: float = 10.0) -> None:
+        """Waits until the backend's writes to `slot`'s outputs are visible to the host. CPU
+        backends write synchronously: nothing to wait for (a GPU ring waits for its copy back).
+
+        Args:
+            slot: a slot handed to the backend's `infer`.
+            timeout_s: how long to wait at most (a GPU ring raises past it).
+        """
+
     def in_use(self) -> int:
         """How many slots are handed out now."""
         with self._lock:

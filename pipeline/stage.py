@@ -21,11 +21,15 @@ from dataclasses import dataclass, field
 from pipeline.frames import EndOfStream
 from pipeline.metrics import Metrics
 from pipeline.queues import POLL_S, BoundedQueue, Stopped
+from pipeline.signals import block_stop_signals
 
 log = logging.getLogger(__name__)
 
 # How long stages get to return once the graph is stopped before we report them as stuck.
 STOP_DEADLINE_S = 2.0
+# How long a drain waits for a camera that is joining the graph (a join takes microseconds; the
+# bound only keeps a drain from hanging on a bug).
+SEAL_LOCK_TIMEOUT_S = 5.0
 
 
 @dataclass(slots=True)
@@ -39,6 +43,10 @@ class StageContext:
     # for a live graph that takes cameras at run time. Until then a stage whose cameras have all
     # ended keeps waiting for new ones instead of returning.
     sealed: threading.Event = field(default_factory=threading.Event)
+    # Held while `sealed` is set and while a camera joins the stages' camera sets: a drain then
+    # never falls between two of a camera's joins (a camera in some sets but not others would hold
+    # up the drain, or lose its frames to a stage that has already returned).
+    seal_lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 class CameraSet:
@@ -61,6 +69,7 @@ class CameraSet:
             return True
 
     def discard(self, camera_id: str) -> None:
+        """Forgets a camera (its EndOfStream has been handled, or its join was rolled back)."""
         with self._lock:
             self._ids.discard(camera_id)
 
@@ -69,10 +78,12 @@ class CameraSet:
             return camera_id in self._ids
 
     def snapshot(self) -> set[str]:
+        """The cameras in the set now (a copy)."""
         with self._lock:
             return set(self._ids)
 
     def finished(self) -> bool:
+        """True when no camera is left and none can join any more (sealed, or a fixed set)."""
         with self._lock:
             return not self._ids and (self._sealed is None or self._sealed.is_set())
 
@@ -91,7 +102,11 @@ class Stage(ABC):
 def consume(inp: BoundedQueue, cameras: CameraSet | Iterable[str], ctx: StageContext) -> Iterator[object]:
     """Yields what arrives on `inp` until every camera in `cameras` has sent its EndOfStream (the
     sentinels are yielded too, so the stage can pass them on) and, for a CameraSet that can grow,
-    the graph is sealed. Raises Stopped when the graph stops."""
+    the graph is sealed. Raises Stopped when the graph stops.
+
+    A camera leaves `cameras` only once the stage has *handled* its sentinel (asked for the next
+    item): until then the stage may still be finishing the camera's clips or files, or passing the
+    sentinel on, and whoever waits for the camera to be gone (a removal, a restart) must wait too."""
     active = cameras if isinstance(cameras, CameraSet) else CameraSet(cameras)
     while not active.finished():
         if ctx.stop.is_set():
@@ -100,9 +115,9 @@ def consume(inp: BoundedQueue, cameras: CameraSet | Iterable[str], ctx: StageCon
             item = inp.get(POLL_S)
         except queue.Empty:
             continue
+        yield item
         if isinstance(item, EndOfStream):
             active.discard(item.camera_id)
-        yield item
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,12 +169,15 @@ class GraphRunner:
         self._errors_lock = threading.Lock()
         self.forced = False  # stop() was called: queued work was discarded
         self._threads: list[threading.Thread] = []
+        self._started = False
         self._stop_requested_at: float | None = None
 
     def start(self) -> None:
-        if self._threads:
+        """Starts one thread per stage."""
+        if self._started or self._threads:
             raise RuntimeError("GraphRunner.start() called twice")
         with self._threads_lock:
+            self._started = True
             for stage in self.stages:
                 # daemon: a stage stuck in a native call past the deadline must not keep the process
                 # alive after run() has reported it.
@@ -173,6 +191,14 @@ class GraphRunner:
         with self._threads_lock:
             if self.ctx.stop.is_set():
                 raise RuntimeError(f"cannot add stage {stage.name!r}: the graph is stopping")
+            if self._started:
+                # Stages that have returned (a removed or restarted camera's) are forgotten, so the
+                # lists do not grow with every restart; their errors, if any, are already recorded,
+                # and their metrics stay, keyed by name, for the stage that takes the name again.
+                alive = [t for t in self._threads if t.is_alive()]
+                names = {t.name for t in alive}
+                self._threads = alive
+                self.stages = [s for s in self.stages if s.name in names]
             finished = {t.name for t in self._threads if not t.is_alive()}
             if stage.name in {s.name for s in self.stages} - finished:
                 raise ValueError(f"a stage named {stage.name!r} is still running")
@@ -183,6 +209,7 @@ class GraphRunner:
             t.start()
 
     def is_running(self, stage_name: str) -> bool:
+        """Whether a stage of that name has a thread that has not returned."""
         return any(t.name == stage_name and t.is_alive() for t in self._thread_list())
 
     def _thread_list(self) -> list[threading.Thread]:
@@ -190,6 +217,7 @@ class GraphRunner:
             return list(self._threads)
 
     def _thread_main(self, stage: Stage) -> None:
+        block_stop_signals()  # signals go to the main thread; native workers started here inherit this
         try:
             stage.run(self.ctx)
         except Stopped:
@@ -204,7 +232,17 @@ class GraphRunner:
         """Graceful end: sources stop, queued frames flow out, files close."""
         if not self.ctx.drain.is_set():
             log.info("draining: sources stop reading, queued frames finish")
-        self.ctx.sealed.set()
+        # Sealed under the lock cameras join under: a camera being added is then either in every
+        # stage it feeds (and drains with the others) or refused, never half-joined.
+        locked = self.ctx.seal_lock.acquire(timeout=SEAL_LOCK_TIMEOUT_S)
+        try:
+            if not locked:  # a join that takes this long is stuck: sealing anyway beats hanging here
+                log.warning("drain: a camera has been joining for over %.0f s; sealing without waiting for it",
+                            SEAL_LOCK_TIMEOUT_S)
+            self.ctx.sealed.set()
+        finally:
+            if locked:
+                self.ctx.seal_lock.release()
         self.ctx.drain.set()
 
     def stop(self) -> None:
@@ -212,11 +250,14 @@ class GraphRunner:
         if self._stop_requested_at is None:
             self._stop_requested_at = time.monotonic()
         self.forced = True
+        # No seal_lock here: a stop ends every stage whatever their camera sets hold, and it must
+        # never wait (it is called from failing stages and from a second signal).
         self.ctx.sealed.set()
         self.ctx.drain.set()
         self.ctx.stop.set()
 
     def alive(self) -> list[str]:
+        """The names of the stages whose threads are still running."""
         return [t.name for t in self._thread_list() if t.is_alive()]
 
     def wait(self, timeout: float | None = None, on_tick: Callable[[], None] | None = None) -> bool:

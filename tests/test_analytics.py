@@ -23,7 +23,7 @@ ZONE = [[0.30, 0.45], [0.70, 0.45], [0.70, 0.95], [0.30, 0.95]]
 
 
 def config(tmp_path: Path, media: Path, model_path: Path, *, port: int | None = None, frames: int = 341,
-           zone=ZONE, extra_sinks: str = "", min_seconds: float = 0) -> Path:
+           zone=ZONE, extra_sinks: str = "", min_seconds: float = 0, update_seconds: float | None = None) -> Path:
     zmq_sink = f"  - {{type: zmq, endpoint: 'tcp://127.0.0.1:{port}', hwm: 10}}\n" if port else ""
     text = f"""
 cameras:
@@ -34,7 +34,7 @@ cameras:
       - {{id: danger, units: normalized, points: {zone}}}
     rules:
       - {{id: intrusion, type: zone_intrusion, zone: danger, classes: [person], min_seconds: {min_seconds},
-          clear_seconds: 1.0, cooldown_seconds: 1000}}
+          clear_seconds: 1.0, cooldown_seconds: 1000{f", update_seconds: {update_seconds}" if update_seconds else ""}}}
 models:
   - {{id: yolo, path: {model_path}, classes: [person]}}
 sinks:
@@ -94,22 +94,52 @@ def test_events_arrive_on_a_real_zmq_subscriber_and_listen_prints_them(tmp_path,
     assert all(topic == b"floor/intrusion" for topic, _ in got)
 
 
+def _timed_run(graph, limit_s: float):
+    """Runs the graph on a thread; returns (seconds, summary), or fails the test if it is still
+    running after `limit_s` (then stops it, so a blocked sink cannot hang the test)."""
+    done: dict[str, object] = {}
+
+    def target() -> None:
+        t0 = time.monotonic()
+        done["summary"] = execute(graph, handle_signals=False)
+        done["seconds"] = time.monotonic() - t0
+
+    runner = threading.Thread(target=target, daemon=True)
+    runner.start()
+    runner.join(limit_s)
+    if runner.is_alive():
+        graph.runner.stop()
+        runner.join(10)
+        pytest.fail(f"the run did not finish within {limit_s:.0f} s")
+    return done["seconds"], done["summary"]
+
+
 def test_a_subscriber_that_never_reads_does_not_slow_the_pipeline(tmp_path, media, model_path):
+    frames = 60
+    # The same run without the slow subscriber is the yardstick (speed on a shared machine varies
+    # run to run; a fixed limit loose enough for that would let any slowdown pass).
+    # `update` events every 0.1 s of stream time per open incident: hundreds of events, so a cost
+    # per event that the subscriber causes adds up to seconds.
+    settings = {"frames": frames, "update_seconds": 0.1}
+    baseline_s, _ = _timed_run(build_graph(load_config(config(tmp_path, media, model_path, port=free_port(),
+                                                              **settings))), 300)
     port = free_port()
     ctx = zmq.Context()
     lazy = ctx.socket(zmq.SUB)
     lazy.setsockopt(zmq.RCVHWM, 1)
     lazy.connect(f"tcp://127.0.0.1:{port}")
     lazy.setsockopt(zmq.SUBSCRIBE, b"")  # subscribed, never reads
-    graph = build_graph(load_config(config(tmp_path, media, model_path, port=port, frames=120)))
-    t0 = time.monotonic()
-    summary = execute(graph, handle_signals=False)
-    assert summary.frames_out == 120
+    try:
+        graph = build_graph(load_config(config(tmp_path, media, model_path, port=port, **settings)))
+        lazy_s, summary = _timed_run(graph, 3 * baseline_s + 30)
+    finally:
+        lazy.close(linger=0)
+        ctx.term()
+    assert summary.frames_out == frames
     zmq_sink = next(s for s in graph.sinks if s.name.startswith("zmq:"))
-    assert zmq_sink.published == len(read(tmp_path / "out" / "events.jsonl"))
-    assert time.monotonic() - t0 < 120
-    lazy.close(linger=0)
-    ctx.term()
+    published = len(read(tmp_path / "out" / "events.jsonl"))
+    assert zmq_sink.published == published > 40
+    assert lazy_s < 1.5 * baseline_s + 3, f"{lazy_s:.1f} s with a subscriber that never reads, {baseline_s:.1f} s without"
 
 
 def test_zone_outside_the_frame_names_camera_and_zone(tmp_path, media, model_path):

@@ -6,12 +6,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import zmq
 
 from pipeline.config import load_config
-from pipeline.graph import build_graph
+from pipeline.graph import Graph, build_graph, load_models
+from pipeline.metrics import CameraState
 from pipeline.runner import execute
 from pipeline.stage import GraphFailed, Stage, StageContext
-from tests.helpers import count_video_frames, read_jsonl
+from tests.helpers import count_video_frames, free_port, read_jsonl
 
 
 def write_config(tmp_path: Path, text: str) -> Path:
@@ -142,3 +144,67 @@ sinks:
     assert [d["class_name"] for d in bus].count("person") == 4
     inference = next(s for s in graph.ctx.metrics.stage_summaries() if s.name == "inference[yolo]")
     assert inference.items == 23 and inference.mean_ms_per_call > inference.mean_ms_per_item
+
+
+def test_a_camera_whose_file_cannot_be_read_fails_alone_and_the_others_finish(tmp_path, model_path, media):
+    # A text file named .mp4 among good videos: that camera is failed and named (the command exits
+    # 1 at the end, see runner.RunSummary.failed_cameras); the others write every frame.
+    notes = tmp_path / "notes.mp4"
+    notes.write_text("not a video\n" * 50)
+    cfg = write_config(tmp_path, f"""
+cameras:
+  - {{id: yard, source: {{type: file, path: {media / 'people_small.mp4'}}}, model: yolo}}
+  - {{id: notes, source: {{type: file, path: {notes}}}, model: yolo}}
+  - {{id: dock, source: {{type: file, path: {media / 'people_small.mp4'}, max_frames: 10}}, model: yolo}}
+models:
+  - {{id: yolo, path: {model_path}, batch: 2}}
+sinks:
+  - {{type: jsonl, path: out/all.jsonl}}
+""")
+    loaded = load_config(cfg)
+    # Built without build_graph's up-front file checks, which may refuse such a file before the
+    # run: a file can also turn unreadable between those checks and its camera's start.
+    graph = Graph(loaded, load_models(loaded), reloadable=False)
+    summary = execute(graph, handle_signals=False)
+    assert summary.failed_cameras == ["notes"]
+    records = read_jsonl(tmp_path / "out" / "all.jsonl")
+    assert [r["seq"] for r in records if r["camera"] == "yard"] == list(range(50))
+    assert [r["seq"] for r in records if r["camera"] == "dock"] == list(range(10))
+    state = graph.ctx.metrics.camera("notes")
+    assert state.state is CameraState.FAILED and "cannot open video" in state.state_reason
+
+
+def test_a_busy_zeromq_endpoint_fails_the_run_with_a_clear_error_and_closes_the_other_outputs(tmp_path, model_path, media):
+    port = free_port()
+    endpoint = f"tcp://127.0.0.1:{port}"
+    context = zmq.Context()
+    busy = context.socket(zmq.PUB)
+    busy.bind(endpoint)  # someone else's publisher holds the port
+    try:
+        cfg = write_config(tmp_path, f"""
+cameras:
+  - id: yard
+    source: {{type: file, path: {media / 'people_small.mp4'}}}
+    model: yolo
+    zones: [{{id: all, units: normalized, points: [[0.1, 0.1], [0.9, 0.1], [0.9, 0.9], [0.1, 0.9]]}}]
+    rules: [{{id: in, type: zone_intrusion, zone: all}}]
+models:
+  - {{id: yolo, path: {model_path}}}
+sinks:
+  - {{type: jsonl, path: out/yard.jsonl}}
+  - {{type: zmq, endpoint: '{endpoint}'}}
+""")
+        graph = build_graph(load_config(cfg))
+        t0 = time.monotonic()
+        with pytest.raises(GraphFailed) as info:
+            execute(graph, handle_signals=False)
+        assert time.monotonic() - t0 < 10
+    finally:
+        busy.close()
+        context.term()
+    assert f"cannot bind ZeroMQ PUB socket on {endpoint}" in str(info.value), info.value
+    assert "Address already in use" in str(info.value)
+    assert graph.runner.alive() == []
+    frames = tmp_path / "out" / "yard.jsonl"
+    if frames.exists():  # (a sink may create its file only with its first record)
+        read_jsonl(frames)  # closed in whole lines

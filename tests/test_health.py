@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
+import time
+import urllib.error
 import urllib.request
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline.health import HealthServer, camera_health
@@ -94,3 +98,112 @@ def test_a_camera_the_model_cannot_keep_up_with_is_behind_and_says_so(caplog):
         cam.record_gate(now, None)
         cam.record_out(now, 100.0, detected=True)
     assert camera_health(metrics, now_mono=t0 + 12.0)["cameras"]["dock"]["capacity"] == "ok"
+
+
+# --- hardening: slow clients, too many clients, foreign Host headers, open binds, /reload token ---
+
+
+def _get(url: str, path: str = "/healthz", *, host: str | None = None, method: str = "GET",
+         headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    request = urllib.request.Request(f"{url}{path}", method=method, headers=headers or {})
+    if host is not None:
+        request.add_header("Host", host)
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def test_a_client_that_sends_nothing_is_dropped_after_the_timeout():
+    server = HealthServer(Metrics(), port=0, request_timeout_s=0.5).start()
+    try:
+        with socket.create_connection((server.host, server.port), timeout=5) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\n")  # half a request, then silence
+            start = time.monotonic()
+            sock.recv(1024)  # returns once the server gives up on us (closes)
+            assert time.monotonic() - start < 3.0
+    finally:
+        server.close()
+
+
+def test_connections_beyond_the_cap_are_turned_away_and_served_again_later():
+    server = HealthServer(Metrics(), port=0, max_connections=4, request_timeout_s=10).start()
+    held = []
+    try:
+        for _ in range(4):  # four idle clients hold every worker
+            held.append(socket.create_connection((server.host, server.port), timeout=5))
+        time.sleep(0.3)
+        try:
+            status = _get(server.url)[0]
+        except (ConnectionError, urllib.error.URLError) as exc:
+            # The 503 is sent without waiting for the request; one that arrives after the close
+            # resets the connection, which can beat the answer: turned away all the same (a
+            # timeout is not: that would be a client left waiting).
+            if isinstance(exc, urllib.error.URLError) and not isinstance(exc.reason, ConnectionError):
+                raise
+            status = 503
+        assert status == 503
+        for sock in held:
+            sock.close()
+        held.clear()
+        time.sleep(0.3)
+        assert _get(server.url)[0] == 200
+    finally:
+        for sock in held:
+            sock.close()
+        server.close()
+
+
+@pytest.mark.parametrize(("host", "status"), [
+    ("localhost", 200), ("localhost:9108", 200), ("127.0.0.1:9108", 200), ("[::1]:9108", 200), ("10.1.2.3:9108", 200),
+    ("monitor.example.com", 200), ("evil.example.com", 403), ("evil.example.com:9108", 403), ("localhost.evil.com", 403),
+])
+def test_a_foreign_host_header_is_refused(host, status):
+    server = HealthServer(Metrics(), port=0, allowed_hosts=["monitor.example.com"]).start()
+    try:
+        code, body = _get(server.url, host=host)
+        assert code == status, body
+        if status == 403:
+            assert b"allowed_hosts" in body
+    finally:
+        server.close()
+
+
+def test_binding_beyond_loopback_warns(caplog):
+    caplog.set_level(logging.WARNING)
+    server = HealthServer(Metrics(), host="0.0.0.0", port=0)
+    server.close()
+    assert any("0.0.0.0" in r.getMessage() and "no authentication" in r.getMessage() for r in caplog.records), caplog.text
+    caplog.clear()
+    HealthServer(Metrics(), port=0).close()
+    assert not caplog.records
+
+
+def test_reload_needs_the_token_when_one_is_set():
+    calls = []
+    server = HealthServer(Metrics(), port=0, reload=lambda: calls.append(1) or {"ok": True}, token="s3cret-token").start()
+    try:
+        assert _get(server.url, "/reload", method="POST")[0] == 401
+        assert _get(server.url, "/reload", method="POST", headers={"Authorization": "Bearer wrong"})[0] == 401
+        assert not calls
+        assert _get(server.url, "/reload", method="POST", headers={"Authorization": "Bearer s3cret-token"})[0] == 200
+        assert calls == [1]
+        assert _get(server.url)[0] == 200  # reading stays open (Prometheus scrapes without a token)
+    finally:
+        server.close()
+
+
+def test_token_and_allowed_hosts_in_the_config(tmp_path):
+    from pipeline.config import ConfigError, load_config
+
+    base = ("cameras:\n  - {id: c, source: {type: synthetic}, model: m}\nmodels:\n  - {id: m, path: m.onnx}\n"
+            "metrics:\n  port: 9108\n")
+    path = tmp_path / "site.yaml"
+    path.write_text(base + "  token: ${VIGIL_TEST_TOKEN:-a-long-enough-token}\n  allowed_hosts: [monitor.example.com]\n")
+    metrics = load_config(path).config.metrics
+    assert metrics.token == "a-long-enough-token" and metrics.allowed_hosts == ["monitor.example.com"]
+    path.write_text(base + "  token: short\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert "metrics.token" in str(info.value) and "short" not in str(info.value).split("metrics.token")[1]

@@ -1,11 +1,23 @@
-"""Graph runner: errors, stop deadline, stuck stages."""
+"""Graph runner: errors, stop deadline, stuck stages; camera sets, stage pruning, drain vs join."""
 
 import threading
 import time
 
 import pytest
 
-from pipeline.stage import STOP_DEADLINE_S, GraphFailed, GraphRunner, GraphStuck, Stage, StageContext
+from pipeline.frames import EndOfStream
+from pipeline.queues import BoundedQueue, QueuePolicy
+from pipeline.stage import (
+    STOP_DEADLINE_S,
+    CameraSet,
+    GraphFailed,
+    GraphRunner,
+    GraphStuck,
+    Stage,
+    StageContext,
+    consume,
+)
+from tests.helpers import wait_for
 
 
 class Idle(Stage):
@@ -60,3 +72,50 @@ def test_a_stage_that_ignores_stop_is_reported_as_stuck():
 def test_unique_stage_names():
     with pytest.raises(ValueError, match=r"stage names must be unique, got duplicates \['a'\]"):
         GraphRunner([Idle("a"), Idle("a")])
+
+
+def test_a_camera_leaves_a_stage_only_once_the_stage_has_handled_its_end_of_stream():
+    # Whoever waits for a camera to be gone (a removal, a restart) must wait while the stage still
+    # finishes its clips or files or passes the sentinel on.
+    ctx = StageContext()
+    q = BoundedQueue("q", 4, QueuePolicy.BLOCK)
+    cameras = CameraSet(["a"])
+    q.put(EndOfStream("a"), ctx.stop)
+    items = consume(q, cameras, ctx)
+    assert isinstance(next(items), EndOfStream)
+    assert "a" in cameras, "the camera left the stage before the stage had handled its end of stream"
+    assert list(items) == [] and "a" not in cameras and cameras.finished()
+
+
+class Quick(Stage):
+    def run(self, ctx: StageContext) -> None:
+        pass
+
+
+def test_stages_that_have_returned_are_forgotten_when_stages_are_added():
+    # A camera restarted a hundred times must not leave a hundred dead stages and threads behind.
+    runner = GraphRunner([Idle("a")])
+    runner.start()
+    try:
+        for _ in range(20):
+            stage = Quick("capture[cam]")
+            runner.add_stage(stage)
+            assert wait_for(lambda stage=stage: not runner.is_running(stage.name), 5)
+        assert [s.name for s in runner.stages] == ["a", "capture[cam]"]
+        assert [s.name for s in runner.ctx.metrics.stages()] == ["a", "capture[cam]"]  # reused by name
+    finally:
+        runner.stop()
+        runner.wait()
+
+
+def test_a_drain_waits_for_a_camera_that_is_joining():
+    # The graph holds seal_lock while a camera joins its stages' camera sets; a drain that arrives
+    # meanwhile seals the graph only once the join is complete, never halfway through.
+    runner = GraphRunner([Idle("a")])
+    with runner.ctx.seal_lock:
+        drain = threading.Thread(target=runner.drain)
+        drain.start()
+        time.sleep(0.2)
+        assert not runner.ctx.sealed.is_set(), "sealed while a camera was joining"
+    drain.join(5)
+    assert runner.ctx.sealed.is_set() and runner.ctx.drain.is_set()

@@ -11,6 +11,7 @@ import logging
 from pipeline.backends.auto import choose_backend, machine_facts
 from pipeline.backends.base import Backend, ModelInfo, ModelLoadError, TensorSpec
 from pipeline.registry import Registry, RegistryError
+from pipeline.signals import stop_signals_blocked
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,10 @@ def create_backend(config: object, *, intra_op_threads: int | None = None) -> Ba
         cls = BACKENDS.get(name)
     except RegistryError as exc:
         raise ModelLoadError(f"model {config.id!r}: {exc}") from exc  # type: ignore[attr-defined]
-    return cls.from_config(config, intra_op_threads=intra_op_threads)
+    # Native thread pools made now inherit a mask without the stop signals: a SIGINT then reaches
+    # the main thread, never a worker of ONNX Runtime or OpenVINO.
+    with stop_signals_blocked():
+        return cls.from_config(config, intra_op_threads=intra_op_threads)
 
 
 __all__ = ["BACKENDS", "Backend", "ModelInfo", "ModelLoadError", "TensorSpec", "create_backend"]

@@ -30,6 +30,11 @@ class ModelLoadError(RuntimeError):
     """A model cannot be found or loaded, or does not fit what the config says about it."""
 
 
+class ModelNotBuilt(ModelLoadError):
+    """The model needs a build step (a TensorRT engine) that was not allowed here: `build_engine`
+    is off, or the caller (`validate`) never builds."""
+
+
 @dataclass(frozen=True, slots=True)
 class TensorSpec:
     """A model input or output: its name, one batch row's shape, and its dtype."""
@@ -41,18 +46,54 @@ class TensorSpec:
 
 @dataclass(frozen=True, slots=True)
 class ModelInfo:
-    """What a loaded model is: its file, input and output tensors, batch limit, class names and stride."""
+    """What a loaded model is: its file, input and output tensors, the batches it runs, class names
+    and stride.
+
+    Batches: `max_batch` is the largest batch the model runs (None: no limit from the model) and
+    `min_batch` the smallest. `min_batch` None means "the same as max_batch": an ONNX export with a
+    numeric batch dimension runs exactly that batch (`fixed_batch`), while a TensorRT engine's
+    profile (e.g. 1..8) runs any batch in its range.
+    """
 
     path: Path
     input: TensorSpec  # shape (3, H, W)
     outputs: tuple[TensorSpec, ...]
-    max_batch: int | None  # None: dynamic batch with no upper bound from the model
+    max_batch: int | None
     class_names: dict[int, str]
     stride: int | None
+    min_batch: int | None = None
 
     @property
     def input_hw(self) -> tuple[int, int]:
+        """The model input's (height, width)."""
         return self.input.shape[1], self.input.shape[2]
+
+    @property
+    def fixed_batch(self) -> int | None:
+        """The one batch the model runs; None when it runs several (dynamic, or a profile range)."""
+        if self.max_batch is None or (self.min_batch is not None and self.min_batch != self.max_batch):
+            return None
+        return self.max_batch
+
+    def batch_text(self) -> str:
+        """The batches it runs, for messages: `dynamic`, `fixed 4` or `profile 1..8`."""
+        if self.max_batch is None:
+            return "dynamic"
+        fixed = self.fixed_batch
+        return f"fixed {fixed}" if fixed is not None else f"profile {self.min_batch}..{self.max_batch}"
+
+    def batch_problem(self, batch: int) -> str | None:
+        """Why the model cannot run batches of `batch` frames (None when it can), for the config's `batch` key."""
+        fixed = self.fixed_batch
+        if fixed is not None and batch != fixed:
+            return (f"model {self.path.name} has a fixed batch of {fixed}, got batch: {batch} "
+                    f"(set batch: {fixed}, or export the model with a dynamic batch)")
+        if fixed is None and self.max_batch is not None:
+            lo = self.min_batch if self.min_batch is not None else 1
+            if not lo <= batch <= self.max_batch:
+                return (f"model {self.path.name} takes batches {lo}..{self.max_batch} (its engine's profile), got "
+                        f"batch: {batch} (set batch within it, or rebuild the engine: build-engine --max-batch {batch})")
+        return None
 
 
 

@@ -6,18 +6,23 @@ carries them and a JSON sidecar (`X.engine.json`) records them in full, with the
 engine does not keep (class names, stride, input size from the ONNX's Ultralytics metadata).
 
 Everything here is plain Python: it runs (and is tested) without a GPU or TensorRT, and it must
-not import either; building and loading engines is tensorrt.py's job.
+not import either; building engines is engine_build.py's job, loading them tensorrt.py's.
 """
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 SIDECAR_SUFFIX = ".json"
 _HASH_CHUNK = 1 << 20
+# What EngineKey.filename puts after the ONNX stem: a name that only starts with the stem (the
+# engines of `yolov8n.int8.onnx` next to those of `yolov8n.onnx`) does not match.
+_KEY_PART = re.compile(r"\.[0-9a-f]{12}\.sm\d+\.trt\d[\w.]*\.(?:fp16|fp32)\.b\d+-\d+-\d+\.engine")
 
 
 def sha256_file(path: Path) -> str:
@@ -29,11 +34,20 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def batch_profile(max_batch: int) -> tuple[int, int, int]:
+def batch_profile(max_batch: int, fixed: int | None = None) -> tuple[int, int, int]:
     """(min, opt, max) batch of the optimisation profile. Cross-camera batches are usually full
-    (one frame per camera), so TensorRT tunes its kernels for the largest batch."""
+    (one frame per camera), so TensorRT tunes its kernels for the largest batch.
+
+    Args:
+        max_batch: the largest batch the engine must run.
+        fixed: the ONNX file's own batch when it is a number: the engine can run only that one.
+    """
     if max_batch < 1:
         raise ValueError(f"max batch must be >= 1, got {max_batch}")
+    if fixed is not None:
+        if fixed != max_batch:
+            raise ValueError(f"the model has a fixed batch of {fixed}, got max batch {max_batch}")
+        return (fixed, fixed, fixed)
     return (1, max_batch, max_batch)
 
 
@@ -53,10 +67,12 @@ class EngineKey:
         return (f"{onnx_stem}.{self.onnx_sha256[:12]}.sm{self.compute_capability.replace('.', '')}"
                 f".trt{self.tensorrt_version}.{self.precision}.b{b}.engine")
 
-    def differences(self, current: EngineKey) -> list[str]:
-        """What differs between this (the engine's) key and `current` (what this run needs), in words."""
+    def differences(self, current: EngineKey, *, check_onnx: bool = True) -> list[str]:
+        """What differs between this (the engine's) key and `current` (what this run needs), in
+        words. The batch fits when the engine's profile holds the batch that `current` runs (its
+        max); `check_onnx=False` skips the hash, for an engine whose ONNX file is not here."""
         out = []
-        if self.onnx_sha256 != current.onnx_sha256:
+        if check_onnx and self.onnx_sha256 != current.onnx_sha256:
             out.append(f"ONNX file changed since the build (sha256 {self.onnx_sha256[:12]}… → {current.onnx_sha256[:12]}…)")
         if self.compute_capability != current.compute_capability:
             out.append(f"GPU: built for compute capability {self.compute_capability}, this GPU is {current.compute_capability}")
@@ -66,6 +82,8 @@ class EngineKey:
             out.append(f"precision: built {self.precision}, config asks {current.precision}")
         if self.batch[2] < current.batch[2]:
             out.append(f"batch: profile allows up to {self.batch[2]}, config asks {current.batch[2]}")
+        elif self.batch[0] > current.batch[2]:
+            out.append(f"batch: profile starts at {self.batch[0]}, config asks {current.batch[2]}")
         return out
 
 
@@ -130,6 +148,55 @@ def check_engine(engine_path: Path, current: EngineKey) -> list[str]:
     if not Path(engine_path).is_file():
         raise EngineCacheError(f"no engine at {engine_path}")
     return EngineRecord.read(engine_path).key.differences(current)
+
+
+@dataclass(frozen=True, slots=True)
+class EngineLookup:
+    """The outcome of `find_engine`: the engine to use (None: none fits) and, for every other cached
+    engine of the model, what differs, in words."""
+
+    engine: Path | None
+    rejected: tuple[tuple[Path, tuple[str, ...]], ...]
+
+    def reasons(self) -> str:
+        """`name: difference, difference; name: ...` for the rejected engines ('' when none)."""
+        return "; ".join(f"{path.name}: {', '.join(why)}" for path, why in self.rejected)
+
+
+def engine_candidates(cache_dir: Path, onnx_path: Path) -> list[Path]:
+    """Every cached engine built from a file named like `onnx_path` (any hash, GPU, TensorRT
+    version, precision or batch profile), by name."""
+    stem = Path(onnx_path).stem
+    found = Path(cache_dir).glob(f"{glob.escape(stem)}.*.engine")
+    return sorted(p for p in found if _KEY_PART.fullmatch(p.name[len(stem):]))
+
+
+def find_engine(cache_dir: Path, onnx_path: Path, current: EngineKey) -> EngineLookup:
+    """The cached engine that serves `current` (what this run needs) with no difference: the exact
+    build for `current` first, then the one with the tightest batch profile (TensorRT tunes for its
+    largest batch). Both `validate` and loading use this, so they agree.
+
+    Args:
+        cache_dir: the engine cache folder.
+        onnx_path: the model's ONNX file.
+        current: the key this run needs (see tensorrt's current_key).
+
+    Returns:
+        The engine to use, or None, and what differs for each engine not used.
+    """
+    exact = cached_engine(cache_dir, onnx_path, current)
+    scored: list[tuple[tuple[bool, int, str], Path, list[str]]] = []
+    for path in engine_candidates(cache_dir, onnx_path):
+        try:
+            record = EngineRecord.read(path)
+        except EngineCacheError as exc:
+            scored.append(((True, 0, path.name), path, [str(exc)]))
+            continue
+        scored.append(((path != exact, record.key.batch[2], path.name), path, record.key.differences(current)))
+    scored.sort(key=lambda item: item[0])
+    fitting = next((path for _, path, why in scored if not why), None)
+    rejected = tuple((path, tuple(why)) for _, path, why in scored if why)
+    return EngineLookup(fitting, rejected)
 
 
 def rebuild_hint(onnx_path: Path | str, key: EngineKey) -> str:

@@ -106,9 +106,8 @@ class OnnxRuntimeBackend:
     def infer(self, slot: Slot, n: int) -> None:
         # A fixed-batch model always runs its full batch; rows past n hold stale data nobody reads.
         n = self.info.max_batch or n
-        binding = slot.bindings.get((self._binding_key, n))
-        if binding is None:
-            binding = self._bind(slot, n)
+        bound = slot.bindings.get((self._binding_key, n))
+        binding = bound[1] if bound is not None else self._bind(slot, n)  # type: ignore[index]
         self.session.run_with_iobinding(binding)  # type: ignore[arg-type]
 
     def _bind(self, slot: Slot, n: int) -> ort.IOBinding:
@@ -120,8 +119,12 @@ class OnnxRuntimeBackend:
         for spec in self.info.outputs:
             y = slot.outputs[spec.name][:n]
             binding.bind_output(spec.name, "cpu", 0, y.dtype, list(y.shape), y.ctypes.data)
-        # Kept on the slot: the binding holds raw pointers into the slot's arrays.
-        slot.bindings[(self._binding_key, n)] = binding
+        # Kept on the slot: the binding holds raw pointers into the slot's arrays. And with its
+        # session: ONNX Runtime's binding keeps a raw pointer to the session too, so a session freed
+        # first (garbage collection breaks a graph's reference cycles in no set order) crashes the
+        # process when the binding goes. A tuple drops its items last to first: the binding, then
+        # the session.
+        slot.bindings[(self._binding_key, n)] = (self.session, binding)
         return binding
 
     def close(self) -> None:

@@ -1,19 +1,28 @@
 """Checks between sections, after each section validated on its own (schema.py).
 
 Owns `cross_check` (ids unique, references to models, zones, lines and cameras that exist, outputs
-that do not collide, live cameras not blocking) and `check_files` (the files a config names exist,
-for `validate`). Issues come from `LoadedConfig.issue`, so they carry the key's line.
+that do not collide and replace no input, live cameras not blocking, live-only settings on live
+cameras) and `check_files` (the files a config names exist and no output is an input under another
+name, for `validate`, `run` and `detect`). Issues come from `LoadedConfig.issue`, so they carry the
+key's line (or the command-line option that set the key).
 
-cross_check must not touch the file system: load_config runs it on every (re)load. Only
-check_files looks at files, and only to stat them.
+cross_check must not touch the file system: load_config runs it on every (re)load; it compares
+paths as written (made absolute). Only check_files looks at files, and only to stat them.
 """
 
 from __future__ import annotations
 
-from pipeline.config.errors import ConfigIssue, LoadedConfig, did_you_mean
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from pipeline.config.errors import ConfigIssue, LoadedConfig, did_you_mean, format_path
 from pipeline.config.rules import LineCrossingRule
 from pipeline.config.schema import FileSourceConfig, ImagesSourceConfig, VideoSinkConfig, ZmqSinkConfig
 from pipeline.paths import SHARED_ENV
+
+Key = tuple[Any, ...]
 
 
 def cross_check(loaded: LoadedConfig) -> list[ConfigIssue]:
@@ -35,6 +44,12 @@ def cross_check(loaded: LoadedConfig) -> list[ConfigIssue]:
                                        f"camera {cam.id!r} refers to unknown model {cam.model!r}"
                                        f"{did_you_mean(cam.model, model_ids)}; models are {model_ids}"))
     for i, cam in enumerate(cfg.cameras):
+        if cam.max_frame_age_ms is not None and not cam.live:
+            # On a file it silently drops most frames (they all wait longer than a live bound).
+            issues.append(loaded.issue(("cameras", i, "max_frame_age_ms"),
+                                       f"camera {cam.id!r} is not live: max_frame_age_ms applies to live sources only "
+                                       f"(rtsp, usb, a video file with realtime: true (detect: --realtime), synthetic with "
+                                       f"live: true); a file loses no frame, so remove it or pace the file"))
         if cam.live and cam.queue.policy == "block":
             issues.append(loaded.issue(("cameras", i, "queue", "policy"),
                                        f"camera {cam.id!r} is live: its queue must be drop_oldest (a blocked reader lets the "
@@ -84,6 +99,57 @@ def cross_check(loaded: LoadedConfig) -> list[ConfigIssue]:
         if key in outputs:
             issues.append(loaded.issue(("sinks", i, "path"), f"same output file as sinks[{outputs[key]}]: {key}"))
         outputs.setdefault(key, i)
+    return issues + _outputs_replacing_inputs(loaded)
+
+
+def _norm(path: Path) -> str:
+    return os.path.normpath(os.path.abspath(path))  # `a/../b` and `./b` are b; no file system access
+
+
+def _outputs(loaded: LoadedConfig) -> Iterator[tuple[Key, Path]]:
+    """(key, file) for every file a sink writes; a video sink's `{camera}` filled in per camera."""
+    cfg = loaded.config
+    for i, sink in enumerate(cfg.sinks):
+        path = getattr(sink, "path", None)  # network sinks (zmq, ...) write no file
+        if path is None:
+            continue
+        if "{camera}" in str(path):
+            for cam_id in cfg.sink_cameras(sink):
+                yield ("sinks", i, "path"), Path(str(path).replace("{camera}", cam_id))
+        else:
+            yield ("sinks", i, "path"), path
+
+
+def _inputs(loaded: LoadedConfig) -> Iterator[tuple[Key, Path]]:
+    """(key, file) for every file the run reads: sources, models and the config file itself."""
+    for i, cam in enumerate(loaded.config.cameras):
+        if isinstance(cam.source, (FileSourceConfig, ImagesSourceConfig)):
+            yield ("cameras", i, "source", "path"), cam.source.path
+    for i, model in enumerate(loaded.config.models):
+        yield ("models", i, "path"), model.path
+    if loaded.config_file is not None:
+        yield (), loaded.config_file
+
+
+def _input_name(loaded: LoadedConfig, key: Key) -> str:
+    return loaded.key_names.get(key, format_path(key)) if key else "the config file itself"
+
+
+def _outputs_replacing_inputs(loaded: LoadedConfig) -> list[ConfigIssue]:
+    """An output equal to an input would replace it (a source video, the model, the config); one in
+    the evidence folder is in the way of the evidence stage's own files and its disk cap."""
+    issues = []
+    inputs = {_norm(path): key for key, path in _inputs(loaded)}
+    evidence = loaded.config.evidence
+    folder = _norm(evidence.dir) if evidence is not None else None
+    for key, path in _outputs(loaded):
+        out = _norm(path)
+        if out in inputs:
+            issues.append(loaded.issue(key, f"output {out} would replace {_input_name(loaded, inputs[out])}, which this "
+                                            f"config reads: write the output elsewhere"))
+        elif folder is not None and os.path.commonpath([out, folder]) == folder:
+            issues.append(loaded.issue(key, f"output {out} is inside evidence.dir ({folder}), which holds the evidence "
+                                            f"stage's own files (and its disk cap deletes old ones): write it elsewhere"))
     return issues
 
 
@@ -101,4 +167,29 @@ def check_files(loaded: LoadedConfig) -> list[ConfigIssue]:
             issues.append(loaded.issue(("models", i, "path"),
                                        f"model file not found: {model.path} (put the ONNX file there, or set {SHARED_ENV} "
                                        f"to the folder holding models/)"))
+    return issues + _outputs_linked_to_inputs(loaded)
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    try:
+        info = os.stat(path)
+    except (OSError, ValueError):  # missing (most outputs, before the first run) or unusable: nothing to compare
+        return None
+    return info.st_dev, info.st_ino
+
+
+def _outputs_linked_to_inputs(loaded: LoadedConfig) -> list[ConfigIssue]:
+    """Outputs that are an input under another name (a symbolic or hard link): cross_check compares
+    names only."""
+    inputs = {}
+    for key, path in _inputs(loaded):
+        file_id = _file_id(path)
+        if file_id is not None:
+            inputs.setdefault(file_id, key)
+    issues = []
+    for key, path in _outputs(loaded):
+        file_id = _file_id(path)
+        if file_id is not None and file_id in inputs:
+            issues.append(loaded.issue(key, f"output {path} is {_input_name(loaded, inputs[file_id])} under another name "
+                                            f"(a link), which this config reads: writing would replace it"))
     return issues

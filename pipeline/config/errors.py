@@ -17,6 +17,7 @@ import types
 import typing
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated, Any, Union
 
 from pydantic import BaseModel, ValidationError
@@ -62,6 +63,8 @@ class LoadedConfig:
     key_names: dict[tuple[Any, ...], str] = field(default_factory=dict)
     # Contents read from `${file:...}` secrets: masked in every issue this config reports.
     secrets: tuple[str, ...] = field(default=(), repr=False)
+    # The config file read (absolute), which no output may replace; None for configs built in code.
+    config_file: Path | None = None
 
     def line_of(self, path: tuple[Any, ...]) -> int:
         """The line of `path` (or of its nearest parent) in the file; 0 for configs built in code."""
@@ -290,4 +293,6 @@ def _issue_from_pydantic(file: str, lines: dict[tuple[Any, ...], int], data: Any
         message = f"expected a list, got {_show(value, secrets)}"
     else:
         message = f"{err['msg'][0].lower()}{err['msg'][1:]}, got {_show(value, secrets)}"
+    if path[-1:] == ("token",):  # a token is a secret, also a wrong one: say what is wrong, never what it is
+        message = message.rsplit(", got ", 1)[0]
     return ConfigIssue(file, _line_of(lines, path), format_path(path), mask_secrets(message, secrets))

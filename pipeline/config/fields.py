@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo
 from pydantic_core import PydanticCustomError
@@ -24,15 +25,53 @@ PATTERN_MEANING = {
 }
 
 
+def rtsp_url_problem(url: str) -> str | None:
+    """What FFmpeg would misread in a camera URL (no host, a port that is no port), in words that
+    never quote the URL's credentials; None when it is fine.
+
+    A '/', '?' or '#' in a password ends the URL's authority early (rtsp://admin:pw/x@host makes
+    `pw` the port), so the usual cause is an unescaped character in the credentials.
+
+    Args:
+        url: an rtsp:// or rtsps:// URL, possibly with `user:password@`.
+
+    Returns:
+        The problem, or None.
+    """
+    netloc = urlsplit(url).netloc
+    hostport = netloc.rpartition("@")[2]
+    host, _, port = hostport.partition("]") if hostport.startswith("[") else hostport.partition(":")
+    port = port.partition(":")[2] if hostport.startswith("[") else port
+    escape = ("; a user name or password holding '/', '?', '#' or '@' must be written percent-encoded "
+              "(/ as %2F, ? as %3F, # as %23, @ as %40)")
+    hidden = "@" not in netloc and "@" in url  # the credentials' '@' came after a '/', '?' or '#'
+    if port and not port.isdigit():
+        return "the port is not a number" + (escape if hidden else "")
+    if port and not 1 <= int(port) <= 65535:
+        return "the port is out of range 1-65535" + (escape if hidden else "")  # no number: it may be a password
+    if not host.strip("["):
+        return "the URL has no host" + (escape if hidden else "")
+    return None
+
+
 def _resolve_path(value: Path, info: ValidationInfo) -> Path:
     base = (info.context or {}).get("base_dir")
     value = value.expanduser()
     return (Path(base) / value).resolve() if base is not None and not value.is_absolute() else value
 
 
+def _check_rtsp_url(url: str) -> str:
+    problem = rtsp_url_problem(url)
+    if problem is not None:
+        raise PydanticCustomError("rtsp_url", problem)  # quoted back masked (errors.py)
+    return url
+
+
 # A relative path is taken from the config file's directory (the `base_dir` validation context), not the cwd.
 ConfigPath = Annotated[Path, AfterValidator(_resolve_path)]
 Identifier = Annotated[str, Field(pattern=ID_PATTERN)]
+# Refused at config time rather than when FFmpeg misreads it (and an error quotes the password).
+RtspUrl = Annotated[str, Field(pattern=RTSP_URL_PATTERN), AfterValidator(_check_rtsp_url)]
 
 
 class Strict(BaseModel):

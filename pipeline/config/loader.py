@@ -16,8 +16,14 @@ it is, never searched for references again):
   A relative PATH is relative to the config file's folder. A file that is missing, unreadable, a
   directory, over 64 KiB or not UTF-8 is an error on the value's line and key; no message ever
   quotes a secret's content (each is masked as `***` in the issues of that config). `${file:-x}`
-  is still the variable `file` with a default. `config_from_data` expands `${file:...}` only: the
-  shell has already expanded `$VAR` in command-line options.
+  is still the variable `file` with a default. `config_from_data` expands both forms too: a `${VAR}`
+  the shell left alone (single quotes) was left for us, e.g. `detect 'rtsp://admin:${CAM_PW}@cam/s'`
+  keeps the password out of the command line that `ps` shows.
+
+Limits, so that a hostile or broken file (or POST /reload of one) costs a clear error rather than
+minutes and gigabytes: at most 1 MiB, UTF-8, nesting at most 64 levels deep and at most 100,000
+values once YAML aliases are expanded (a "billion laughs" file of 800 bytes would expand to hundreds
+of millions), no alias that contains itself. Each is one `file:line: yaml: message` issue.
 
 A value with references stays a string: pydantic turns "4" into 4 where a field wants a number, and
 a secret such as "*pw" or "on" is never re-read as YAML.
@@ -43,6 +49,9 @@ from pipeline.config.schema import VigilConfig
 from pipeline.paths import SHARED_ENV, shared_dir
 
 SECRET_MAX_BYTES = 64 * 1024
+CONFIG_MAX_BYTES = 1024 * 1024
+MAX_DEPTH = 64  # the deepest real config (a zone's point) is 6 levels; Python's recursion is the hard limit
+MAX_NODES = 100_000  # once aliases are expanded; 64 cameras with 100-point masks are ~25,000
 # ${VAR}, ${VAR:-default} or ${file:PATH}. The variable form is tried first, so `${file:-x}` stays
 # the variable `file` with a default, as it was before secret files existed.
 _REF = re.compile(r"\$\{(?:([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?|file:([^}]*))\}")
@@ -51,9 +60,8 @@ _REF = re.compile(r"\$\{(?:([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?|file:([^}]*))\
 class _Expander:
     """Expands the references in strings; collects the problems (as messages) and the secrets read."""
 
-    def __init__(self, base_dir: Path, *, env: bool = True) -> None:
+    def __init__(self, base_dir: Path) -> None:
         self.base_dir = base_dir
-        self.env = env
         self.secrets: list[str] = []
         self._read: dict[Path, tuple[str | None, str | None]] = {}  # a file named twice is read once
 
@@ -68,8 +76,6 @@ class _Expander:
                     problems.append(problem)
                     return m.group(0)
                 return content or ""
-            if not self.env:
-                return m.group(0)
             value = os.environ.get(name)
             # As in the shell, ${VAR:-default} also takes the default when VAR is set but empty.
             if value is not None and (value or default is None):
@@ -124,6 +130,86 @@ def _read_secret(path: Path, ref: str) -> tuple[str | None, str | None]:
     except UnicodeDecodeError:
         return None, f"secret file is not UTF-8 text: {where}"
     return text.rstrip("\r\n"), None
+
+
+class _LimitError(yaml.MarkedYAMLError):
+    """A file over one of the limits (module docstring); its problem_mark is where."""
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader whose composer refuses nesting deeper than MAX_DEPTH: the composer recurses per
+    level, and a few hundred `[` are enough for a RecursionError."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise _LimitError(problem=f"nested more than {MAX_DEPTH} levels deep", problem_mark=self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _check_expansion(root: yaml.Node) -> None:
+    """Raises _LimitError where the tree, with every alias expanded, gets deeper than MAX_DEPTH or
+    larger than MAX_NODES, or where an alias contains itself. Each distinct node is sized once
+    (iteratively, so a deep alias chain cannot overflow the stack): linear in the file's size."""
+    sizes: dict[int, tuple[int, int]] = {}  # id(node) -> (nodes, depth) with aliases expanded
+    open_nodes: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        children = ([n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode)
+                    else list(node.value) if isinstance(node, yaml.SequenceNode) else [])
+        # An alias is composed into the node it names, which has no line of its own: a mapping's key says where it is.
+        marks = ([k.start_mark for k, _ in node.value for _ in (0, 1)] if isinstance(node, yaml.MappingNode)
+                 else [node.start_mark] * len(children))
+        if children_done:
+            open_nodes.discard(key)
+            nodes = 1 + sum(sizes[id(c)][0] for c in children)
+            depth = 1 + max((sizes[id(c)][1] for c in children), default=0)
+            if nodes > MAX_NODES:
+                raise _LimitError(problem=f"more than {MAX_NODES} values once YAML aliases (*name) are expanded: "
+                                          f"refused (aliases repeating aliases, as in a 'billion laughs' file?)",
+                                  problem_mark=node.start_mark)
+            if depth > MAX_DEPTH:
+                raise _LimitError(problem=f"nested more than {MAX_DEPTH} levels deep once YAML aliases (*name) are expanded",
+                                  problem_mark=node.start_mark)
+            sizes[key] = (nodes, depth)
+            continue
+        if key in sizes:
+            continue
+        open_nodes.add(key)
+        stack.append((node, True))
+        for child, mark in zip(children, marks, strict=True):
+            if id(child) in open_nodes:
+                raise _LimitError(problem="a YAML alias refers to itself (the node it names contains the alias)",
+                                  problem_mark=mark)
+            if id(child) not in sizes:
+                stack.append((child, False))
+
+
+def _read_text(path: Path, file: str) -> str:
+    """The config file as text; ConfigError (one line) when it is too large, unreadable or not UTF-8."""
+    try:
+        with path.open("rb") as f:
+            raw = f.read(CONFIG_MAX_BYTES + 1)
+    except OSError as exc:
+        why = "permission denied" if isinstance(exc, PermissionError) else exc.strerror or type(exc).__name__
+        raise ConfigError([ConfigIssue(file, 1, "config", f"cannot read the config file ({why})")]) from None
+    if len(raw) > CONFIG_MAX_BYTES:
+        raise ConfigError([ConfigIssue(file, 1, "config", "config file is over 1 MiB: refused (is this the right file?)")])
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError([ConfigIssue(file, line, "yaml", f"the file is not UTF-8 text: byte 0x{raw[exc.start]:02x} "
+                                                           f"(save it as UTF-8)")]) from None
 
 
 def _node_kind(node: yaml.Node) -> str:
@@ -194,6 +280,38 @@ class _Builder:
         return value
 
 
+def _compose(text: str, file: str) -> yaml.Node | None:
+    """The YAML node tree of `text` (None: empty), within the limits; ConfigError (one line) if not."""
+    loader: _BoundedLoader | None = None
+    try:
+        loader = _BoundedLoader(text)  # refuses control characters (a binary file) at once
+        root = loader.get_single_node()
+        if root is not None:
+            _check_expansion(root)
+    except _LimitError as exc:
+        line = exc.problem_mark.line + 1 if exc.problem_mark else 1
+        raise ConfigError([ConfigIssue(file, line, "yaml", str(exc.problem))]) from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 1
+        message = f"YAML syntax error: {exc.problem or exc}"
+        if (exc.context and exc.context.startswith("while") and exc.context_mark is not None
+                and exc.context_mark.line + 1 != line):
+            # e.g. an unclosed [ is noticed lines later: name where it opened too
+            message += f" ({exc.context} that starts on line {exc.context_mark.line + 1}; check indentation and brackets)"
+        raise ConfigError([ConfigIssue(file, line, "yaml", message)]) from None
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        raise ConfigError([ConfigIssue(file, line, "yaml", f"character {chr(exc.character)!a} is not allowed in YAML "
+                                                           f"(is this a text file?)")]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([ConfigIssue(file, 1, "yaml", f"YAML error: {exc}".replace("\n", " "))]) from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+    return root
+
+
 def load_config(path: str | Path) -> LoadedConfig:
     """Reads, expands, validates and cross-checks a config. Raises ConfigError with every issue found.
     Does not touch the files it names (see `check_files`) nor load models; it reads `${file:...}` secrets.
@@ -206,20 +324,7 @@ def load_config(path: str | Path) -> LoadedConfig:
     file = str(path)
     if not path.is_file():
         raise ConfigError([ConfigIssue(file, 1, "config", "config file not found")])
-    text = path.read_text(encoding="utf-8")
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else 1
-        message = f"YAML syntax error: {exc.problem or exc}"
-        if (exc.context and exc.context.startswith("while") and exc.context_mark is not None
-                and exc.context_mark.line + 1 != line):
-            # e.g. an unclosed [ is noticed lines later: name where it opened too
-            message += f" ({exc.context} that starts on line {exc.context_mark.line + 1}; check indentation and brackets)"
-        raise ConfigError([ConfigIssue(file, line, "yaml", message)]) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError([ConfigIssue(file, 1, "yaml", f"YAML error: {exc}")]) from None
+    root = _compose(_read_text(path, file), file)
     if root is None:
         raise ConfigError([ConfigIssue(file, 1, "config", "config is empty: expected a mapping with cameras, models and sinks")])
     if not isinstance(root, yaml.MappingNode):
@@ -235,7 +340,7 @@ def load_config(path: str | Path) -> LoadedConfig:
         config = VigilConfig.model_validate(data, context={"base_dir": base_dir})
     except ValidationError as exc:
         raise ConfigError(_issues_from_pydantic(file, builder.lines, data, exc, {}, secrets)) from None
-    loaded = LoadedConfig(config, file, builder.lines, secrets=secrets)
+    loaded = LoadedConfig(config, file, builder.lines, secrets=secrets, config_file=Path(os.path.abspath(path)))
     issues = cross_check(loaded)
     if issues:
         raise ConfigError(issues)
@@ -246,9 +351,9 @@ def config_from_data(data: dict[str, Any], *, origin: str, base_dir: Path,
                      key_names: dict[tuple[Any, ...], str] | None = None) -> LoadedConfig:
     """Validates a config built in code (the `detect` and `bench` commands). Issues carry line 0
     and, where `key_names` maps a config key to the option that set it, the option's name.
-    `${file:...}` secrets in its strings are read relative to `base_dir`."""
+    `${VAR}` and `${file:...}` in its strings are expanded (secrets read relative to `base_dir`)."""
     names = key_names or {}
-    expander = _Expander(base_dir, env=False)
+    expander = _Expander(base_dir)
     problems: list[ConfigIssue] = []
     data = _expand_data(data, (), expander, lambda p, message: problems.append(
         ConfigIssue(origin, 0, names.get(p, format_path(p)), message)))

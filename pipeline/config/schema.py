@@ -16,7 +16,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, StrictInt, ValidationInfo, field_validator, model_validator
 
-from pipeline.config.fields import FOURCC_PATTERN, RTSP_URL_PATTERN, ConfigPath, Identifier, Precision, Strict, check_precision
+from pipeline.config.fields import FOURCC_PATTERN, ConfigPath, Identifier, Precision, RtspUrl, Strict, check_precision
 from pipeline.config.rules import LineConfig, Point, RuleConfig, ZoneConfig
 
 # max_frame_age_ms of live cameras that set none: well above one CPU batch, far below "stale".
@@ -105,7 +105,7 @@ class RtspSourceConfig(_Source):
     """`type: rtsp`: a network camera stream; always live."""
 
     type: Literal["rtsp"]
-    url: str = Field(pattern=RTSP_URL_PATTERN, description=(
+    url: RtspUrl = Field(description=(
         "rtsp:// or rtsps:// URL; credentials may come from the environment or a secret file, e.g. "
         "rtsp://${CAM_USER}:${file:/run/secrets/cam_pw}@10.0.0.5/stream, and are masked "
         "(rtsp://***:***@...) wherever the URL is printed"))
@@ -362,8 +362,12 @@ class MetricsConfig(Strict):
     """The HTTP endpoint: /metrics (Prometheus text), /healthz (JSON), POST /reload (re-read the config)."""
 
     port: int | None = Field(None, ge=1, le=65535, description="null: no endpoint")
-    # Loopback by default: the endpoint has no authentication.
+    # Loopback by default: /healthz and /metrics have no authentication (a warning says so otherwise).
     host: str = Field("127.0.0.1", description="address the endpoint listens on")
+    token: str | None = Field(None, min_length=16, description=(
+        "POST /reload needs `Authorization: Bearer TOKEN`; write it as ${ENV} or ${file:...}, not in the file"))
+    allowed_hosts: list[str] = Field(default_factory=list, description=(
+        "Host header names answered beside localhost, IP addresses and `host` (DNS rebinding is refused)"))
 
 
 class VigilConfig(Strict):

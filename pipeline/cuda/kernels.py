@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.cuda.runtime import CudaError, check, modules
+from pipeline.cuda.runtime import CudaError, check, error_name, modules, use_device
 
 KERNEL_NAME_F32 = "letterbox_bgr_to_rgb_chw_f32"
 KERNEL_NAME_F16 = "letterbox_bgr_to_rgb_chw_f16"
@@ -103,6 +103,24 @@ def compile_cubin(arch: str) -> bytes:
     return _compile(arch, cubin=True)
 
 
+# The newest virtual architecture the NVRTC of cuda-python 12 compiles for; a newer GPU JIT-compiles it.
+NEWEST_PTX_ARCH = "compute_90"
+
+
+def compile_for_device(major: int, minor: int) -> bytes:
+    """The code to load for a GPU of compute capability major.minor: a cubin for it, or, when this
+    NVRTC does not know the GPU (NVRTC_ERROR_INVALID_OPTION for its --gpu-architecture), PTX for
+    the newest architecture it knows, which the driver JIT-compiles. Any other error (a kernel that
+    does not compile) is raised as it is, with NVRTC's log: PTX would fail the same way, and its
+    error would hide the first one."""
+    try:
+        return compile_cubin(f"sm_{major}{minor}")
+    except CudaError as exc:
+        if error_name(exc.code) != "NVRTC_ERROR_INVALID_OPTION":
+            raise
+    return compile_ptx(NEWEST_PTX_ARCH if major >= 9 else f"compute_{major}{minor}")
+
+
 def _compile(arch: str, *, cubin: bool) -> bytes:
     _, _, nvrtc = modules()
     prog = check("nvrtcCreateProgram", nvrtc.nvrtcCreateProgram(SOURCE.encode(), b"letterbox.cu", 0, [], []))
@@ -113,7 +131,7 @@ def _compile(arch: str, *, cubin: bool) -> bytes:
             size = check("nvrtcGetProgramLogSize", nvrtc.nvrtcGetProgramLogSize(prog))
             log = b" " * size
             check("nvrtcGetProgramLog", nvrtc.nvrtcGetProgramLog(prog, log))
-            raise CudaError("nvrtcCompileProgram", err, str(err), log.decode(errors="replace").strip("\x00 \n"))
+            raise CudaError("nvrtcCompileProgram", err, error_name(err), log.decode(errors="replace").strip("\x00 \n"))
         if cubin:
             size = check("nvrtcGetCUBINSize", nvrtc.nvrtcGetCUBINSize(prog))
             code = b" " * size
@@ -152,14 +170,10 @@ class LetterboxKernel:
         from pipeline.cuda.runtime import compute_capability
 
         rt, drv, _ = modules()
-        check("cudaSetDevice", rt.cudaSetDevice(device))
+        use_device(device)
         check("cudaFree", rt.cudaFree(0))  # makes the primary context current for the driver API
         self.device = device
-        major, minor = compute_capability(device)
-        try:
-            code = compile_cubin(f"sm_{major}{minor}")
-        except CudaError:  # this NVRTC does not know the GPU: PTX for the newest it knows, JIT-compiled
-            code = compile_ptx("compute_90" if major >= 9 else f"compute_{major}{minor}")
+        code = compile_for_device(*compute_capability(device))
         self._module = check("cuModuleLoadData", drv.cuModuleLoadData(code))
         self._f32 = check("cuModuleGetFunction", drv.cuModuleGetFunction(self._module, KERNEL_NAME_F32.encode()))
         self._f16 = check("cuModuleGetFunction", drv.cuModuleGetFunction(self._module, KERNEL_NAME_F16.encode()))
@@ -179,8 +193,10 @@ class LetterboxKernel:
                                                    stream.handle, (values, types), 0))
 
     def close(self) -> None:
+        """Unloads the module from its GPU (made current first: the closing thread may be on another)."""
         if self._module is not None:
             _, drv, _ = modules()
+            use_device(self.device)
             check("cuModuleUnload", drv.cuModuleUnload(self._module))
             self._module = None
 

@@ -27,8 +27,16 @@ class Stream:
         return int(self.handle)
 
     def synchronize(self) -> None:
+        """Blocks until the stream's work is done (no timeout: for tests and benchmarks only; the
+        pipeline waits on events, which have one)."""
         rt, _, _ = modules()
         check("cudaStreamSynchronize", rt.cudaStreamSynchronize(self.handle))
+
+    def wait_event(self, event: Event) -> None:
+        """Makes later work on this stream wait, on the GPU, for `event` (recorded on another
+        stream); the host does not block."""
+        rt, _, _ = modules()
+        check("cudaStreamWaitEvent", rt.cudaStreamWaitEvent(self.handle, event.handle, 0))
 
     def close(self) -> None:
         if self.handle is not None:

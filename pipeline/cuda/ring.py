@@ -5,8 +5,9 @@ A slot is the same `slots.Slot` the CPU path uses (numpy arrays keyed by tensor 
 views of pinned memory), so preprocess and postprocess do not change. Each slot also carries a
 `DeviceSlot` in `slot.bindings["cuda"]`: a device buffer per tensor and two events, `h2d_done` and
 `d2h_done`. `acquire` hands a slot out only after its last copies have completed, so preprocess
-never overwrites memory a copy is still reading. Buffers are sized for the engine profile's
-largest batch and freed by `close()`.
+never overwrites memory a copy is still reading; `ready` waits for a slot's copy back to the host,
+so postprocess never reads outputs still on their way. Buffers are sized for the model's batch, on
+the ring's GPU, and freed by `close()`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pipeline.cuda.memory import DeviceBuffer, Event, PinnedBuffer
+from pipeline.cuda.runtime import use_device
 from pipeline.slots import Slot, SlotRing
 
 # How long acquire waits for a slot's copies (a healthy GPU needs microseconds to milliseconds).
@@ -77,35 +79,46 @@ class PinnedSlotRing(SlotRing):
     def allocate_pinned(cls, count: int, batch: int, input_specs: dict[str, tuple[tuple[int, ...], np.dtype]],
                         output_specs: dict[str, tuple[tuple[int, ...], np.dtype]], *,
                         raw_capacity: tuple[int, int] | None = None, device: int = 0) -> PinnedSlotRing:
-        """`raw_capacity` (max frame height, width): staging for GPU preprocessing; None: none.
-        Allocates on the current device; `device` is made current by acquire() in other threads."""
+        """Allocates `count` slots of `batch` rows on GPU `device` (made current here first, and in
+        every thread that acquires, waits for or frees them).
+
+        Args:
+            count: slots in the ring.
+            batch: rows per tensor (the engine's batch).
+            input_specs / output_specs: tensor name -> (shape of one row, dtype).
+            raw_capacity: (max frame height, width) of the staging for GPU preprocessing; None: none.
+            device: the CUDA device index.
+
+        Returns:
+            The ring. On any failed allocation, everything allocated before it is freed and the
+            CudaError is raised.
+        """
+        use_device(device)
         slots: list[Slot] = []
-        host: dict[str, PinnedBuffer] = {}
-        device: dict[str, DeviceBuffer] = {}
+        building: DeviceSlot | None = None  # the slot being allocated: freed here if it fails half-way
         try:
             for i in range(count):
-                host, device = {}, {}
+                building = DeviceSlot({}, {})
                 for name, (shape, dtype) in {**input_specs, **output_specs}.items():
-                    host[name] = PinnedBuffer((batch, *shape), dtype)
-                    device[name] = DeviceBuffer(host[name].nbytes)
-                dev_slot = DeviceSlot(host, device)
-                host, device = {}, {}  # owned by dev_slot from here
+                    building.host[name] = PinnedBuffer((batch, *shape), dtype)
+                    building.device[name] = DeviceBuffer(building.host[name].nbytes)
                 if raw_capacity is not None:
                     row_bytes = raw_capacity[0] * raw_capacity[1] * 3
-                    dev_slot.raw_host = PinnedBuffer((batch, row_bytes), np.uint8)
-                    dev_slot.raw_device = DeviceBuffer(batch * row_bytes)
-                    dev_slot.raw_row_bytes = row_bytes
-                    dev_slot.raw_rows = [None] * batch
-                    dev_slot.raw_geom = [None] * batch
-                slot = Slot(index=i, inputs={n: host[n].array for n in input_specs},
-                            outputs={n: host[n].array for n in output_specs}, row_rects=[None] * batch)
-                slot.bindings["cuda"] = dev_slot
+                    building.raw_host = PinnedBuffer((batch, row_bytes), np.uint8)
+                    building.raw_device = DeviceBuffer(batch * row_bytes)
+                    building.raw_row_bytes = row_bytes
+                    building.raw_rows = [None] * batch
+                    building.raw_geom = [None] * batch
+                slot = Slot(index=i, inputs={n: building.host[n].array for n in input_specs},
+                            outputs={n: building.host[n].array for n in output_specs}, row_rects=[None] * batch)
+                slot.bindings["cuda"] = building
                 slots.append(slot)
+                building = None  # owned by the slot from here
         except BaseException:
-            for buf in (*host.values(), *device.values()):  # a slot that was half built
-                buf.close()
+            if building is not None:
+                building.close()
             for s in slots:
-                s.bindings["cuda"].close()
+                s.bindings["cuda"].close()  # type: ignore[union-attr]
             raise
         return cls(slots, device)
 
@@ -114,13 +127,11 @@ class PinnedSlotRing(SlotRing):
         self.device = device
 
     def acquire(self, stop: threading.Event) -> Slot:
-        from pipeline.cuda.runtime import check, modules
-
+        """A free slot whose last copies have completed, with the ring's GPU current in this thread."""
         slot = super().acquire(stop)
         dev: DeviceSlot = slot.bindings["cuda"]  # type: ignore[assignment]
         try:
-            rt, _, _ = modules()
-            check("cudaSetDevice", rt.cudaSetDevice(self.device))  # the caller's thread, the ring's GPU
+            use_device(self.device)  # the caller's thread, the ring's GPU
             dev.h2d_done.wait(COPY_WAIT_S)
             dev.d2h_done.wait(COPY_WAIT_S)
         except BaseException:
@@ -128,8 +139,17 @@ class PinnedSlotRing(SlotRing):
             raise
         return slot
 
+    def ready(self, slot: Slot, timeout_s: float = COPY_WAIT_S) -> None:
+        """Waits until `slot`'s outputs are in host memory: the backend's infer() only enqueues the
+        copy back (so the next batch's upload overlaps this one's compute); whoever reads the
+        outputs (postprocess) calls this first. Raises TimeoutError after `timeout_s`."""
+        dev: DeviceSlot = slot.bindings["cuda"]  # type: ignore[assignment]
+        use_device(self.device)  # the event's GPU, in the reading thread
+        dev.d2h_done.wait(timeout_s)
+
     def close(self) -> None:
         """Frees every pinned and device buffer (call once the graph has stopped)."""
+        use_device(self.device)
         for slot in self.slots:
             dev = slot.bindings.pop("cuda", None)
             if dev is not None:

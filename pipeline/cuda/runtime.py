@@ -24,7 +24,8 @@ class CudaError(RuntimeError):
     """
 
     def __init__(self, call: str, code: Any, name: str, description: str) -> None:
-        super().__init__(f"{call} failed: {name} ({description})")
+        # Without the driver library its descriptions are unavailable: the name alone, no "()".
+        super().__init__(f"{call} failed: {name} ({description})" if description else f"{call} failed: {name}")
         self.call = call
         self.code = code
         self.name = name
@@ -56,20 +57,25 @@ def modules() -> tuple[Any, Any, Any]:
     return cudart, cuda_driver, nvrtc
 
 
+def error_name(err: Any) -> str:
+    """The name of a cuda-python error code (`cudaErrorInvalidValue`, `CUDA_ERROR_INVALID_IMAGE`,
+    `NVRTC_ERROR_COMPILATION`): the enum member's own name, which needs no library call."""
+    return str(getattr(err, "name", err))
+
+
 def _error_text(err: Any) -> tuple[str, str]:
     rt, drv, nv = modules()
     try:
         if isinstance(err, rt.cudaError_t):
             return rt.cudaGetErrorName(err)[1].decode(), rt.cudaGetErrorString(err)[1].decode()
         if isinstance(err, drv.CUresult):
-            name = drv.cuGetErrorName(err)[1]
-            text = drv.cuGetErrorString(err)[1]
-            return (name.decode() if name else str(err)), (text.decode() if text else "")
+            text = drv.cuGetErrorString(err)[1]  # needs the driver library: may raise without it
+            return error_name(err), (text.decode() if text else "")
         if isinstance(err, nv.nvrtcResult):
-            return str(err), nv.nvrtcGetErrorString(err)[1].decode()
+            return error_name(err), nv.nvrtcGetErrorString(err)[1].decode()
     except Exception:  # noqa: BLE001 - describing an error must not raise another
         pass
-    return str(err), ""
+    return error_name(err), ""
 
 
 def _is_success(err: Any) -> bool:
@@ -88,6 +94,14 @@ def check(call: str, result: Any) -> Any:
     if not values:
         return None
     return values[0] if len(values) == 1 else values
+
+
+def use_device(device: int) -> None:
+    """Makes `device` current in the calling thread. CUDA's current device is per thread and
+    defaults to 0, so every thread that allocates, copies or frees for a model on another GPU
+    (loading, building, the ring, inference, postprocess, close) calls this first."""
+    rt, _, _ = modules()
+    check("cudaSetDevice", rt.cudaSetDevice(device))
 
 
 def device_count() -> int:

@@ -48,7 +48,8 @@ class Graph:
         self._cameras: dict[str, Camera] = {}
         self._lock = threading.Lock()  # one add/remove/apply at a time
         self._capturing: set[str] = set()  # cameras whose capture has not ended
-        self._capturing_lock = threading.Lock()
+        # The lock a drain seals under (StageContext.seal_lock): a camera joins wholly or not at all.
+        self._capturing_lock = self.ctx.seal_lock
         self._applying = False  # a reload is swapping cameras
         self._ended_by_itself = False  # some camera's capture ended on its own (file end, failed)
         self._wiring = self._build_shared()
@@ -69,6 +70,11 @@ class Graph:
         return list(self._cameras)
 
     @property
+    def wiring(self) -> CameraWiring:
+        """The shared parts cameras join (model lanes, sink lanes, evidence); for inspection."""
+        return self._wiring
+
+    @property
     def sinks(self) -> list[Sink]:
         return [lane.sink for lane in self._wiring.sinks]
 
@@ -84,18 +90,17 @@ class Graph:
                 log.warning("sink %s gets no events: none of its cameras has rules", sink.name)
             queue = BoundedQueue(sink.name, cfg.pipeline.queue_size, QueuePolicy.BLOCK)
             sinks.append(SinkLane(index, sink_cfg, sink, queue, CameraSet((), sealed)))
-        event_routes: dict[str, list[BoundedQueue]] = {}
         evidence = evidence_q = None
         if cfg.evidence is not None and (with_rules or self.reloadable):
             evidence_q = BoundedQueue("analytics>evidence", max(cfg.pipeline.queue_size, 16), QueuePolicy.BLOCK)
-            evidence = EvidenceStage(cfg.evidence, evidence_q, CameraSet((), sealed), event_routes)
+            evidence = EvidenceStage(cfg.evidence, evidence_q, CameraSet((), sealed), {})
         lanes: dict[str, ModelLane] = {}
         for model_id, model in self.models.items():
             cams = [c for c in cfg.cameras if c.model == model_id]
             if cams or self.reloadable:
                 lanes[model_id] = ModelLane.build(model_id, model, cfg.pipeline, sealed,
                                                   just_in_time=self.reloadable or any(c.live for c in cams))
-        return CameraWiring(lanes, sinks, evidence, evidence_q, event_routes, self.ctx.metrics, cfg.pipeline.queue_size)
+        return CameraWiring(lanes, sinks, evidence, evidence_q, self.ctx.metrics, cfg.pipeline.queue_size)
 
     def _attach(self, camera: Camera) -> list[Stage]:
         """Joins a camera to the graph (refused once the graph is sealed); returns its stages."""

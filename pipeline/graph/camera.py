@@ -22,12 +22,12 @@ from pipeline.analytics import AnalyticsStage, CameraAnalytics
 from pipeline.config import CameraConfig
 from pipeline.evidence import EvidenceStage
 from pipeline.gating import DEFAULT_MAX_IDLE_S, CameraActivity, FrameGate, GateSettings, MotionSettings
-from pipeline.graph.lanes import ModelLane, SinkLane
+from pipeline.graph.lanes import CameraRefused, ModelLane, SinkLane
 from pipeline.metrics import Metrics
 from pipeline.queues import BoundedQueue, QueuePolicy
 from pipeline.sources import CaptureStage, create_source
 from pipeline.sources.live import READ_TIMEOUT_MARGIN_S, LiveCaptureStage, LiveSettings
-from pipeline.stage import GraphRunner, Stage
+from pipeline.stage import CameraSet, GraphRunner, Stage
 from pipeline.waiting import POLL_S
 
 log = logging.getLogger(__name__)
@@ -49,9 +49,8 @@ class CameraWiring:
     Args:
         lanes: model id -> its lane.
         sinks: every sink lane (a camera joins those that want it).
-        evidence: the evidence stage and its queue, when the config has `evidence:`.
-        event_routes: camera -> its event sinks' queues (shared with the evidence stage, which
-            publishes events on after adding snapshots and clips).
+        evidence: the evidence stage and its queue, when the config has `evidence:` (a rule
+            camera hands it its event sinks' queues when it joins: evidence publishes its events on).
         metrics: the graph's counters.
         queue_size: size of the queue into a camera's analytics stage.
     """
@@ -60,7 +59,6 @@ class CameraWiring:
     sinks: list[SinkLane]
     evidence: EvidenceStage | None
     evidence_queue: BoundedQueue | None
-    event_routes: dict[str, list[BoundedQueue]]
     metrics: Metrics
     queue_size: int
 
@@ -157,24 +155,36 @@ class Camera:
                                 self.queue, settings, gate=self.gate, needs_images=needs_images)
 
     def attach(self) -> list[Stage]:
-        """Joins the model lane (all or nothing: raises CameraRefused when the graph is finishing),
-        then the sinks and evidence. Returns the camera's stages, to be started by the caller."""
+        """Joins the sinks, the evidence stage and the model lane, all or nothing: raises
+        CameraRefused, with nothing joined, when one of them has finished (the graph is finishing).
+        Returns the camera's stages, to be started by the caller. The graph calls it under
+        `StageContext.seal_lock`, so that a drain cannot seal the graph halfway through."""
         if self.state is not CameraLifecycle.CREATED:
             raise RuntimeError(f"camera {self.id!r} is {self.state.value}: a camera object is attached once")
         w = self.wiring
-        post_routes = [self.analytics.inp] if self.analytics is not None else self.frame_routes
-        self.lane.join(self.id, self.queue, post_routes, self.config.max_frame_age_s)
+        joined: list[CameraSet] = []
+        try:
+            for lane in w.sinks:
+                if lane.wants(self.config):
+                    self._join(lane.cameras, lane.cameras.add(self.id), joined)
+            if self.analytics is not None and w.evidence is not None:
+                self._join(w.evidence.cameras, w.evidence.add_camera(self.id, self.event_routes), joined)
+            post_routes = [self.analytics.inp] if self.analytics is not None else self.frame_routes
+            self.lane.join(self.id, self.queue, post_routes, self.config.max_frame_age_s)
+        except CameraRefused:
+            for camera_set in joined:  # a half-joined camera would hold up the drain, or lose frames
+                camera_set.discard(self.id)
+            raise
         w.metrics.camera(self.id).reset_for_restart()
-        w.event_routes[self.id] = self.event_routes
-        for lane in w.sinks:
-            if lane.wants(self.config):
-                lane.cameras.add(self.id)
-        if self.analytics is not None and w.evidence is not None:
-            w.evidence.add_camera(self.id)
         if not self.frame_routes and not self.event_routes:
             log.warning("camera %s feeds no sink: its detections are counted but not written", self.id)
         self.state = CameraLifecycle.RUNNING
         return self.stages
+
+    def _join(self, camera_set: CameraSet, added: bool, joined: list[CameraSet]) -> None:
+        if not added:
+            raise CameraRefused(f"cannot add camera {self.id!r}: the graph is finishing")
+        joined.append(camera_set)
 
     def start(self, runner: GraphRunner) -> None:
         """Attaches the camera and starts its stages in a running graph."""

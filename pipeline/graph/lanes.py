@@ -34,17 +34,16 @@ class ModelLane:
         ring: its slots (shared by the three stages).
         condition: notified when any of its cameras' queues gets a frame (the fan-in waits on it).
         fanin: reads the cameras' queues round-robin into preprocess.
-        routes: camera -> where postprocess sends its results (analytics, or its frame sinks).
-        max_age_s: camera -> frame-age bound in seconds (cameras that have one).
         preprocess, inference, postprocess: the stages.
+
+    The stages' per-camera tables (routes, age bounds) are replaced whole when a camera joins or
+    leaves, never changed in place: a stage thread reading one never sees it change under it.
     """
 
     model: LoadedModel
     ring: SlotRing
     condition: threading.Condition
     fanin: FanIn
-    routes: dict[str, list[BoundedQueue]]
-    max_age_s: dict[str, float]
     preprocess: PreprocessStage
     inference: InferenceStage
     postprocess: PostprocessStage
@@ -70,8 +69,6 @@ class ModelLane:
                                      {o.name: (o.shape, o.dtype) for o in info.outputs})
         condition = threading.Condition()
         fanin: FanIn = FanIn([], condition=condition)
-        routes: dict[str, list[BoundedQueue]] = {}
-        max_age: dict[str, float] = {}
         clock = InferenceClock()
         # Just in time, the batch being filled is the *next* one only: frames are picked up when
         # inference is about to need them.
@@ -79,12 +76,22 @@ class ModelLane:
                                     QueuePolicy.BLOCK)
         to_post = BoundedQueue(f"inference>postprocess[{model_id}]", pipeline.slots, QueuePolicy.BLOCK)
         pre = PreprocessStage(model_id, fanin, to_inference, ring, info.input.name, model.batch,
-                              model.config.max_wait_ms / 1000.0, CameraSet((), sealed), max_age_s=max_age,
+                              model.config.max_wait_ms / 1000.0, CameraSet((), sealed), max_age_s={},
                               clock=clock if just_in_time else None)
         inference = InferenceStage(model_id, model.backend, ring, to_inference, to_post, CameraSet((), sealed), clock)
         post = PostprocessStage(model_id, to_post, ring, model.decoder, info.outputs[0].name, info.class_names,
-                                routes, CameraSet((), sealed), max_age)
-        return cls(model, ring, condition, fanin, routes, max_age, pre, inference, post)
+                                {}, CameraSet((), sealed), {})
+        return cls(model, ring, condition, fanin, pre, inference, post)
+
+    @property
+    def routes(self) -> dict[str, list[BoundedQueue]]:
+        """Camera -> where postprocess sends its results (analytics, or its frame sinks)."""
+        return self.postprocess.routes
+
+    @property
+    def max_age_s(self) -> dict[str, float]:
+        """Camera -> frame-age bound in seconds (cameras that have one)."""
+        return self.postprocess.max_age_s
 
     @property
     def camera_sets(self) -> tuple[CameraSet, CameraSet, CameraSet]:
@@ -93,6 +100,7 @@ class ModelLane:
 
     @property
     def stages(self) -> list[Stage]:
+        """The lane's three stages, in data-path order."""
         return [self.preprocess, self.inference, self.postprocess]
 
     def join(self, camera_id: str, queue: BoundedQueue, routes: list[BoundedQueue], max_age_s: float | None) -> None:
@@ -107,11 +115,11 @@ class ModelLane:
                     s.discard(camera_id)
                 raise CameraRefused(f"cannot add camera {camera_id!r}: the graph is finishing")
             joined.append(camera_set)
-        self.routes[camera_id] = routes
+        # Replaced whole (see the class docstring), before the camera's first frame can arrive.
+        ages = {cid: age for cid, age in self.max_age_s.items() if cid != camera_id}
         if max_age_s is not None:
-            self.max_age_s[camera_id] = max_age_s
-        else:
-            self.max_age_s.pop(camera_id, None)
+            ages[camera_id] = max_age_s
+        self._set_tables({**self.routes, camera_id: routes}, ages)
         self.fanin.add(queue)
 
     def serves(self, camera_id: str) -> bool:
@@ -120,8 +128,14 @@ class ModelLane:
 
     def leave(self, camera_id: str) -> None:
         """Forgets a camera whose end of stream has passed every stage."""
-        self.routes.pop(camera_id, None)
-        self.max_age_s.pop(camera_id, None)
+        self._set_tables({cid: r for cid, r in self.routes.items() if cid != camera_id},
+                         {cid: age for cid, age in self.max_age_s.items() if cid != camera_id})
+
+    def _set_tables(self, routes: dict[str, list[BoundedQueue]], max_age_s: dict[str, float]) -> None:
+        # One attribute store each: a stage sees the old table or the new one, never a half-changed one.
+        self.postprocess.routes = routes
+        self.postprocess.max_age_s = max_age_s
+        self.preprocess.max_age_s = max_age_s
 
 
 @dataclass(slots=True)

@@ -7,13 +7,17 @@ It builds no stages.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 from pipeline.backends import Backend, ModelLoadError, create_backend
+from pipeline.backends.base import ModelNotBuilt
 from pipeline.classes import class_ids
 from pipeline.config import ConfigError, ConfigIssue, LoadedConfig, ModelConfig
 from pipeline.postprocess.yolo import DecodeParams, LayoutError, YoloDecoder
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -33,12 +37,15 @@ class LoadedModel:
     batch: int
 
 
-def load_models(loaded: LoadedConfig, *, intra_op_threads: int | None = None) -> dict[str, LoadedModel]:
+def load_models(loaded: LoadedConfig, *, intra_op_threads: int | None = None,
+                build_engines: bool = True) -> dict[str, LoadedModel]:
     """Loads every model and checks it against its config (batch, output layout, class filter).
 
     Args:
         loaded: the validated config.
         intra_op_threads: CPU threads per inference call, overriding each model's `threads`.
+        build_engines: False (`validate`): never build a TensorRT engine, whatever `build_engine`
+            says; a model whose engine `run` would build is then reported (a warning) and left out.
 
     Returns:
         model id -> LoadedModel. Raises ConfigError (every problem, each at its key) and closes
@@ -48,15 +55,22 @@ def load_models(loaded: LoadedConfig, *, intra_op_threads: int | None = None) ->
     models: dict[str, LoadedModel] = {}
     for i, mcfg in enumerate(loaded.config.models):
         try:
-            backend = create_backend(mcfg, intra_op_threads=intra_op_threads)
+            # validate must not spend minutes building an engine: it loads with building off.
+            backend = create_backend(mcfg if build_engines else mcfg.model_copy(update={"build_engine": False}),
+                                     intra_op_threads=intra_op_threads)
+        except ModelNotBuilt as exc:
+            if build_engines or not mcfg.build_engine:
+                issues.append(loaded.issue(("models", i, "path"), str(exc)))
+            else:  # `run` would build it: not a config problem
+                log.warning("model %s: %s; `vigil run` builds one first (build_engine: true; minutes)", mcfg.id, exc)
+            continue
         except ModelLoadError as exc:
             issues.append(loaded.issue(("models", i, "path"), str(exc)))
             continue
         info = backend.info
-        if info.max_batch is not None and mcfg.batch != info.max_batch:
-            issues.append(loaded.issue(("models", i, "batch"),
-                                       f"model {info.path.name} has a fixed batch of {info.max_batch}, got batch: {mcfg.batch} "
-                                       f"(set batch: {info.max_batch}, or export the model with a dynamic batch)"))
+        batch_problem = info.batch_problem(mcfg.batch)
+        if batch_problem is not None:
+            issues.append(loaded.issue(("models", i, "batch"), batch_problem))
         if len(info.outputs) != 1:
             issues.append(loaded.issue(("models", i, "family"),
                                        f"family {mcfg.family!r} expects one output tensor, {info.path.name} has "

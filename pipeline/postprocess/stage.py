@@ -64,6 +64,7 @@ class PostprocessStage(Stage):
             decoded: list[Detections] = []
             if batch.slot is not None:
                 try:
+                    self.ring.ready(batch.slot)  # a GPU ring: its outputs' copy back to the host has completed
                     decoded = self.decoder.decode(batch.slot.outputs[self.output_name], batch.detected_frames)
                 finally:
                     self.ring.release(batch.slot)

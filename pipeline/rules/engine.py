@@ -211,30 +211,46 @@ class Proximity(Rule):
         pairs: dict[Hashable, dict[str, Any]] = {}
         for i, j in zip(ia.tolist(), ib.tolist(), strict=True):
             ta, tb = int(f.track_id[a[i]]), int(f.track_id[b[j]])
-            if (tb, ta) not in pairs:  # overlapping class sets: one incident per pair, not two
-                pairs[(ta, tb)] = {"distance_px": round(float(dist[i, j]), 1)}
+            # The subject is the pair whatever the rows' order: with overlapping class sets (person
+            # near person) both orders occur, and the detector's confidence ranking swaps the rows
+            # from frame to frame, so an ordered key would split one incident into two.
+            pairs.setdefault((min(ta, tb), max(ta, tb)), {"distance_px": round(float(dist[i, j]), 1)})
         return pairs
 
 
 FORGET_AFTER_S = 5.0  # a track's last position is kept at least this long for line crossings
+# How far beyond a line, in heights of the object's box, its anchor must be to be on a side: a
+# person standing on the line jitters a few pixels across it with every detection, which without
+# this band would count as crossing in and out again (supervision's LineZone has a crossing
+# threshold for the same reason). 0.1 of a standing person is a fraction of a step.
+LINE_BAND = 0.1
 
 
 class LineCrossing(Rule):
     """A track's anchor crosses the line in `direction` (`in`: from the left-hand to the right-hand
     side of someone walking a→b on the image; `out`; or `both`).
-    A crossing is an instant: it gives one `start` event carrying running in/out counts. The same
-    track cannot count again in the same direction within `cooldown_seconds` (jitter on the line)."""
+    A crossing is an instant: it gives one `start` event carrying running in/out counts. A point
+    counts as on a side only `band` box heights beyond the line, so jitter on the line is no
+    crossing; the same track cannot count again in the same direction within `cooldown_seconds`.
+
+    Args:
+        band: the dead band either side of the line, in heights of each object's own box (scales
+            with the object, so near and far cameras need no tuning).
+    """
 
     rule_type = "line_crossing"
 
     def __init__(self, name: str, line: Line, classes: frozenset[int] | None, anchor: Anchor, direction: str,
-                 cooldown_seconds: float, forget_after_s: float = FORGET_AFTER_S) -> None:
+                 cooldown_seconds: float, forget_after_s: float = FORGET_AFTER_S, band: float = LINE_BAND) -> None:
         super().__init__(name, classes, anchor, Debouncer(min_seconds=0, clear_seconds=0, cooldown_seconds=0))
         self.line = line
         self.direction = direction
         self.cooldown_seconds = cooldown_seconds
         self.counts = {"in": 0, "out": 0}
         self.forget_after_s = forget_after_s  # at least the tracker's lost timeout: ids can come back
+        if band < 0:
+            raise ValueError(f"line {line.name!r}: band must be >= 0 box heights, got {band}")
+        self.band = band
         # Last off-line anchor of each track, as arrays sorted by track id (looked up per frame
         # with one searchsorted, not a loop over tracks).
         self._ids = np.zeros(0, np.int64)
@@ -252,8 +268,13 @@ class LineCrossing(Rule):
         rows = np.flatnonzero(self.wanted(f))
         points = f.anchors(self.anchor)[rows]
         ids = f.track_id[rows]
+        # Points inside the band (or exactly on the line) belong to no side: they are neither
+        # compared nor remembered, so a crossing is seen from the last point clearly on one side
+        # to the next one clearly on the other.
+        heights = f.xyxy[rows, 3] - f.xyxy[rows, 1]
+        settled = np.abs(self.line.distance(points)) >= np.maximum(self.band * heights, 1e-9)
         at = np.minimum(np.searchsorted(self._ids, ids), max(self._ids.shape[0] - 1, 0))
-        known = (self._ids[at] == ids) if self._ids.shape[0] else np.zeros(ids.shape[0], bool)
+        known = ((self._ids[at] == ids) if self._ids.shape[0] else np.zeros(ids.shape[0], bool)) & settled
         events = []
         if known.any():
             before = self._points[at[known]]
@@ -270,11 +291,9 @@ class LineCrossing(Rule):
                 transition = Transition("start", track, f.t)
                 events.append(self._event(transition, f, {"direction": direction, **self.counts}))
                 self._incidents.pop(track, None)  # an instant: nothing stays open
-        # A point exactly on the line is not remembered: the crossing is seen from the last point
-        # on either side to the next one.
-        off_line = self.line.side(points) != 0
-        # Keep the older entries of tracks not seen off the line now and not forgotten (tracks
+        # Keep the older entries of tracks not seen clear of the line now and not forgotten (tracks
         # unseen longer than forget_after_s are dropped: bounded memory), then add this frame's.
+        off_line = settled
         old = ~np.isin(self._ids, ids[off_line]) & (f.t - self._seen <= self.forget_after_s)
         merged_ids = np.concatenate([self._ids[old], ids[off_line]])
         order = np.argsort(merged_ids, kind="stable")

@@ -68,6 +68,12 @@ class Line:
         d = self.b - self.a
         return np.sign(d[0] * (xy[:, 1] - self.a[1]) - d[1] * (xy[:, 0] - self.a[0]))
 
+    def distance(self, xy: np.ndarray) -> np.ndarray:
+        """(N,) signed distance in pixels of each point from the line through a and b: positive on
+        the right-hand side (as `side`), negative on the left."""
+        d = self.b - self.a
+        return (d[0] * (xy[:, 1] - self.a[1]) - d[1] * (xy[:, 0] - self.a[0])) / max(float(np.hypot(*d)), 1e-9)
+
     def crossed(self, before: np.ndarray, after: np.ndarray) -> np.ndarray:
         """(N,) +1 where a point moved from the left-hand side of a→b to its right-hand side
         (`in`), -1 the other way (`out`), 0 otherwise. Only crossings within the segment count."""

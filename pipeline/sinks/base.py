@@ -73,6 +73,12 @@ class Sink(ABC):
     def end_camera(self, camera_id: str) -> None:  # noqa: B027 - optional hook: most sinks have nothing to finish
         """The camera's stream has ended (e.g. finish its file)."""
 
+    def finish(self) -> None:  # noqa: B027 - optional hook: most sinks have nothing to do here
+        """Every camera the sink serves has ended (the run was not stopped by an error or a second
+        signal): outputs that nothing was written to are created now (an empty result is still
+        this run's result). Called before `close`; not called when the graph failed, so a run that
+        fails at start leaves the previous run's files as they were."""
+
     @abstractmethod
     def close(self) -> None:
         """Flushes and closes everything; must leave valid files whether the run ended or was stopped."""
@@ -112,5 +118,9 @@ class SinkStage(Stage):
                     stats.ages.add(item.frame.age_ms())
                     self.sink.write(item)
                 stats.add_work(time.perf_counter() - t0, 1)
+            # A stopped graph (an error, a second signal) can also end the loop without Stopped
+            # (a sealed graph whose cameras had not joined yet): only a run that completed finishes.
+            if not ctx.stop.is_set():
+                self.sink.finish()
         finally:
             self.sink.close()

@@ -109,5 +109,8 @@ class EventsJsonlSink(Sink):
     def write_event(self, event: Event) -> None:
         self._out.write(event.to_dict())
 
+    def finish(self) -> None:
+        self._out.finish()
+
     def close(self) -> None:
         self._out.close()

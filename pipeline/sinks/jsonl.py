@@ -1,4 +1,4 @@
-"""JSON Lines sink: one record per frame, flushed per record so a stopped run leaves whole lines.
+"""JSON Lines sink: one record per frame, written per record so a stopped run leaves whole lines.
 
 Record (documented in the README):
 {"camera": str, "seq": int, "source": str, "capture_ts": float (wall clock, s),
@@ -12,9 +12,11 @@ Cameras with rules add "track_id" to each detection and "alerts" (rules with an 
 from __future__ import annotations
 
 import json
+import logging
+import os
 import time
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
@@ -23,6 +25,11 @@ from pipeline.sinks.base import Sink, SinkContext
 
 if TYPE_CHECKING:
     from pipeline.config import JsonlSinkConfig
+
+log = logging.getLogger(__name__)
+
+# The path that means standard output (`detect --jsonl -`, or `path: /dev/stdout` in a config).
+STDOUT = Path("/dev/stdout")
 
 
 def frame_record(result: FrameResult, now_mono: float) -> dict[str, Any]:
@@ -61,33 +68,74 @@ def frame_record(result: FrameResult, now_mono: float) -> dict[str, Any]:
 
 
 class JsonLinesFile:
-    """An output file of one JSON object per line, flushed per line so a stopped run leaves whole lines."""
+    """An output file of one JSON object per line.
+
+    - Each line goes out in one unbuffered write, so a stopped or killed run leaves whole lines.
+    - A write that fails (a full disk: ENOSPC) cuts the file back to its last whole line and raises
+      OSError naming the file and the cause.
+    - The file is created by the first line (or by `finish`), not by `open`: a run that fails
+      before its first record (a busy port, a bad camera) leaves the previous run's file as it was.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self._file: IO[str] | None = None
+        self._ready = False
+        self._file: BinaryIO | None = None
+        self._size = 0  # bytes of whole lines written: where a failed write is cut back to
 
     def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = self.path.open("w", encoding="utf-8")
+        self._ready = True
+
+    def _create(self) -> BinaryIO:
+        # Standard output through a duplicate of its descriptor: closing the sink leaves stdout open,
+        # and nothing is truncated (opening /dev/stdout "wb" would truncate a redirected file).
+        self._file = os.fdopen(os.dup(1), "wb", buffering=0) if self.path == STDOUT else self.path.open("wb", buffering=0)
+        self._size = 0
+        return self._file
 
     def write(self, record: dict[str, Any]) -> None:
-        if self._file is None:
+        if not self._ready:
             raise RuntimeError(f"{self.path}: write before open")
-        self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
-        self._file.flush()
+        out = self._file or self._create()
+        line = (json.dumps(record, separators=(",", ":")) + "\n").encode()
+        data = memoryview(line)
+        try:
+            while data:  # a raw write may take only part (a disk filling up): the rest, or its error
+                data = data[out.write(data) or 0:]
+        except OSError as exc:
+            self._cut_back(out)
+            raise OSError(exc.errno, exc.strerror, str(self.path)) from exc
+        self._size += len(line)
+
+    def _cut_back(self, out: BinaryIO) -> None:
+        """Drops the part of a line a failed write left, so readers see whole lines only."""
+        if not out.seekable():  # a pipe: what went out is gone
+            return
+        try:
+            out.truncate(self._size)
+            out.seek(self._size)
+        except OSError as exc:  # the original error is the one to report; this one only adds to it
+            log.error("%s: could not cut back a partly written line: %s", self.path, exc)
+
+    def finish(self) -> None:
+        """The run completed: creates the file if no line was written (an empty result)."""
+        if self._ready and self._file is None:
+            self._create()
 
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None
+        self._ready = False
 
 
 class JsonlSink(Sink):
     """One JSON Lines record per frame (`type: jsonl`).
 
     Args:
-        path: the output file (created with its folder; replaced if it exists).
+        path: the output file (its folder is made at open; the file, replacing one that exists, at the
+            first record or at the end of a run that wrote none).
     """
 
     def __init__(self, path: Path) -> None:
@@ -104,6 +152,9 @@ class JsonlSink(Sink):
 
     def write(self, result: FrameResult) -> None:
         self._out.write(frame_record(result, time.monotonic()))
+
+    def finish(self) -> None:
+        self._out.finish()
 
     def close(self) -> None:
         self._out.close()

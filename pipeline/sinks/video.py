@@ -1,7 +1,9 @@
 """Annotated video sink: boxes, labels and the camera's measured fps, one MP4 per camera.
 
 Draws into a canvas owned by the sink (copied from the frame), so the frame itself stays untouched
-for any other sink; the writer is released on close so the file is valid after SIGINT/SIGTERM."""
+for any other sink. Files are written by `VideoFile` (pipeline/sinks/mp4.py): fragmented MP4, so a
+killed run keeps all but its last second, and every write error (a full disk) fails the sink with
+an OSError naming the file instead of passing for success."""
 
 from __future__ import annotations
 
@@ -11,12 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import cv2
 import numpy as np
 
 from pipeline.draw import annotate, draw_detections, draw_header, draw_overlay, fit_into
 from pipeline.frames import FrameResult
 from pipeline.sinks.base import Sink, SinkContext
+from pipeline.sinks.mp4 import VideoFile
 
 if TYPE_CHECKING:
     from pipeline.config import VideoSinkConfig
@@ -26,7 +28,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(slots=True)
 class _CameraWriter:
-    writer: cv2.VideoWriter
+    writer: VideoFile
     canvas: np.ndarray
     path: Path
     last_mono: float | None = None
@@ -39,7 +41,7 @@ class VideoSink(Sink):
     Args:
         path_template: the output path; `{camera}` is replaced by the camera id.
         fps: the file's rate; None: the source's rate (`source_fps`), else 25.
-        codec: FourCC code for OpenCV's writer.
+        codec: FourCC code (see `pipeline.sinks.mp4.FOURCC_ENCODERS`).
         source_fps: camera id -> its source's native rate, if known.
     """
 
@@ -77,9 +79,7 @@ class VideoSink(Sink):
             part += 1
         path.parent.mkdir(parents=True, exist_ok=True)
         fps = self.fps or self.source_fps(frame.camera_id) or 25.0
-        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*self.codec), fps, (frame.width, frame.height))
-        if not writer.isOpened():
-            raise OSError(f"OpenCV cannot write video {path} with codec {self.codec!r} at {frame.width}x{frame.height}")
+        writer = VideoFile(path, fps=fps, width=frame.width, height=frame.height, codec=self.codec)
         cam = _CameraWriter(writer, np.empty_like(frame.image), path)
         self._writers[frame.camera_id] = cam
         self.paths.append(path)
@@ -108,9 +108,16 @@ class VideoSink(Sink):
     def end_camera(self, camera_id: str) -> None:
         cam = self._writers.pop(camera_id, None)
         if cam is not None:
-            cam.writer.release()
+            cam.writer.close()
 
     def close(self) -> None:
+        """Closes every file; the first that cannot be finished is raised once all are closed."""
+        errors = []
         for cam in self._writers.values():
-            cam.writer.release()
+            try:
+                cam.writer.close()
+            except OSError as exc:
+                errors.append(exc)
         self._writers.clear()
+        if errors:
+            raise errors[0]

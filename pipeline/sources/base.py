@@ -91,6 +91,11 @@ class Source(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
+    def drops(self) -> dict[str, int]:
+        """Frames the source skipped so far, by reason (e.g. unreadable images); the capture stage
+        adds them to the camera's drop counters when the stream ends."""
+        return {}
+
 
 class CaptureStage(Stage):
     """Reads one file-like source as fast as the camera's queue takes frames (`block`: nothing is
@@ -112,12 +117,24 @@ class CaptureStage(Stage):
 
     def run(self, ctx: StageContext) -> None:
         cam = ctx.metrics.camera(self.camera_id)
-        stage = ctx.metrics.stage(self.name)
+        # A source that cannot be opened or read fails this camera alone: it is marked failed (the
+        # run names it and exits 1 at the end) and ends like a stream, so the other cameras finish.
         try:
-            info = self.source.open()
+            seq = self._capture(ctx)
         except SourceError as exc:
-            cam.set_state(CameraState.FAILED, str(exc))
-            raise
+            cam.set_state(CameraState.FAILED, str(exc))  # logged (a warning) with the reason
+        else:
+            how = "stopped" if ctx.drain.is_set() or self.removed.is_set() else "end of stream"
+            cam.set_state(CameraState.ENDED, f"{how} after {seq} frames")
+        self.out.put(EndOfStream(self.camera_id), ctx.stop)
+        if self.on_end is not None:
+            self.on_end(self.camera_id, self.removed.is_set())
+
+    def _capture(self, ctx: StageContext) -> int:
+        """Opens, reads and closes the source; returns the frames put out. Raises SourceError."""
+        cam = ctx.metrics.camera(self.camera_id)
+        stage = ctx.metrics.stage(self.name)
+        info = self.source.open()
         cam.total_frames = info.total_frames
         cam.source_fps = info.fps
         started = time.monotonic()
@@ -158,9 +175,7 @@ class CaptureStage(Stage):
                 self.out.put(frame, ctx.stop)
                 seq += 1
         finally:
+            for reason, count in self.source.drops().items():  # counted, never silent
+                ctx.metrics.count_drop(self.camera_id, reason, count)
             self.source.close()
-        how = "stopped" if ctx.drain.is_set() or self.removed.is_set() else "end of stream"
-        cam.set_state(CameraState.ENDED, f"{how} after {seq} frames")
-        self.out.put(EndOfStream(self.camera_id), ctx.stop)
-        if self.on_end is not None:
-            self.on_end(self.camera_id, self.removed.is_set())
+        return seq

@@ -7,6 +7,7 @@ the capture stage's job (sources/base.py, sources/live.py).
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,6 +20,11 @@ if TYPE_CHECKING:
     from pipeline.config import FileSourceConfig
 
 log = logging.getLogger(__name__)
+
+# Container rates above this are taken for a time base, not a frame rate (slow-motion phone video
+# goes up to 240-480 frames/s).
+MAX_PLAUSIBLE_FPS = 480.0
+FALLBACK_FPS = 25.0  # the commonest camera rate, used when the container's is not plausible
 
 
 class VideoFileSource(Source):
@@ -47,13 +53,13 @@ class VideoFileSource(Source):
         if not cap.isOpened():
             raise SourceError(f"OpenCV/FFmpeg cannot open video {self.path}: not a video or unsupported codec")
         self._cap = cap
-        fps = cap.get(cv2.CAP_PROP_FPS)
+        fps = checked_fps(cap.get(cv2.CAP_PROP_FPS), self.path)
         count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
         total = None if self.loop or count <= 0 else count
         if self.max_frames is not None:
             total = min(total, self.max_frames) if total is not None else self.max_frames
         self._frames_total = 0
-        return SourceInfo(fps=fps if fps > 0 else None, total_frames=total)
+        return SourceInfo(fps=fps, total_frames=total)
 
     def read(self, decode: bool = True) -> SourceFrame | None:
         if self._cap is None:
@@ -82,6 +88,23 @@ class VideoFileSource(Source):
         if self._cap is not None:
             self._cap.release()
             self._cap = None
+
+
+def checked_fps(fps: float, path: Path) -> float:
+    """The container's frame rate if it is plausible, else FALLBACK_FPS with a warning.
+
+    A file's stream time (pts = frame index / rate), its pacing when replayed and the rate of the
+    videos written from it all come from this number, so a bogus one (0, NaN, or a time base such
+    as 1000 or 90000 reported as the rate) would make rule durations and clips wrong.
+
+    Args:
+        fps: what OpenCV reports as CAP_PROP_FPS.
+        path: the video, for the warning.
+    """
+    if math.isfinite(fps) and 0 < fps <= MAX_PLAUSIBLE_FPS:
+        return float(fps)
+    log.warning("video %s reports %r frames/s, not a plausible rate: timing it at %g frames/s", path, fps, FALLBACK_FPS)
+    return FALLBACK_FPS
 
 
 def _next(cap: cv2.VideoCapture, decode: bool) -> tuple[bool, np.ndarray | None]:

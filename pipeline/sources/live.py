@@ -210,7 +210,9 @@ class LiveCaptureStage(Stage):
         self.on_end: Callable[[str, bool], None] | None = None  # (camera id, removed) once its sentinel is out
         self._backoff = Backoff(settings.initial_delay_s, settings.max_delay_s, settings.jitter, rng)
         self._seq = itertools.count()
-        self._started_mono = time.monotonic()
+        # The stream's time starts at its first frame, not when the stage was built (models may
+        # load for seconds before that, and the camera may take long to answer): None until then.
+        self._started_mono: float | None = None
         # Only the current connection's reader may hand out frames: an abandoned one that returns
         # from a slow read afterwards must not emit (two writers, or a frame after EndOfStream).
         self._emit_lock = threading.Lock()
@@ -277,11 +279,14 @@ class LiveCaptureStage(Stage):
     def _wants_picture(self) -> bool:
         """Whether the next frame must be decoded: a sink needs every picture, or the model is due."""
         gate = self.gate
-        return gate is None or self.needs_images or gate.due(time.monotonic() - self._started_mono)
+        started = self._started_mono
+        return gate is None or self.needs_images or started is None or gate.due(time.monotonic() - started)
 
     def _frame(self, got, now_mono: float) -> Frame:  # got: a SourceFrame
         if got.image is not None:
             self._size = (int(got.image.shape[1]), int(got.image.shape[0]))
+        if self._started_mono is None:
+            self._started_mono = now_mono
         return Frame(camera_id=self.camera_id, seq=next(self._seq), image=got.image, capture_mono=now_mono,
                      capture_wall=time.time(), source_name=got.name, pts=now_mono - self._started_mono, size=self._size)
 

@@ -19,6 +19,7 @@ from urllib.parse import unquote, urlsplit
 
 import cv2
 
+from pipeline.config.fields import rtsp_url_problem
 from pipeline.redact import mask_url
 from pipeline.sources.base import Source, SourceError, SourceFrame, SourceInfo
 
@@ -115,7 +116,13 @@ def diagnose(url: str, *, timeout_s: float = 3.0) -> str:
     """Why an RTSP URL cannot be opened, found by one DESCRIBE over TCP: a cause and what to do.
     Never contains the credentials."""
     parts = urlsplit(url)
-    host, port = parts.hostname, parts.port or (322 if parts.scheme == "rtsps" else 554)
+    try:
+        port = parts.port or (322 if parts.scheme == "rtsps" else 554)
+    except ValueError:
+        # urlsplit's own message quotes the "port", which is the password when the password holds
+        # an unescaped '/' (rtsp://admin:pw/x@host): say what is wrong without it.
+        return rtsp_url_problem(url) or "the URL's port is not a number"
+    host = parts.hostname
     if not host:
         return "the URL has no host"
     if parts.scheme == "rtsps":

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from pipeline.backends.engine_cache import (
@@ -106,13 +107,13 @@ models:
 
 
 def test_validate_reports_cached_engines_and_their_fit(tmp_path, model_path, media):
-    from pipeline.backends.tensorrt import engine_report
+    from pipeline.backends.engine_build import engine_report
 
     key = EngineKey(sha256_file(model_path), "8.6", "10.3.0", "fp16", (1, 4, 4))
     engine = tmp_path / key.filename(model_path.stem)
     engine.write_bytes(b"x")
     EngineRecord(key, str(model_path), "images", (640, 640), {}, 32, "NVIDIA A2", "2026-11-28T10:00:00+00:00").write(engine)
-    lines = engine_report(model_path, precision="fp16", max_batch=4, engine_dir=tmp_path)
+    lines = engine_report(model_path, precision="fp16", batch=4, engine_dir=tmp_path)
     assert lines[0].endswith(f"1 cached engine(s) in {tmp_path}")
     assert any("built 2026-11-28T10:00:00+00:00 on NVIDIA A2 (sm 8.6), TensorRT 10.3.0, fp16, batch 1..4" in ln for ln in lines)
     if not _have_tensorrt():
@@ -136,29 +137,78 @@ print("RC", rc, "IMPORTED", bad)
     assert "RC 0 IMPORTED []" in out.stdout, out.stdout + out.stderr
 
 
-def test_tensorrt_backend_on_a_gpu(model_path):
+def _gpu_missing() -> str | None:
     if not _have_tensorrt():
-        pytest.skip("TensorRT not installed: on an NVIDIA GPU machine run "
-                    "`pip install --extra-index-url https://pypi.nvidia.com -e .[gpu]`")
+        return ("TensorRT not installed: on an NVIDIA GPU machine run "
+                "`pip install --extra-index-url https://pypi.nvidia.com -e .[gpu]`")
     from pipeline.cuda.runtime import CudaError, CudaUnavailable, device_count
 
     try:
-        if device_count() < 1:
-            pytest.skip("no CUDA device: this test needs an NVIDIA GPU and its driver")
+        return None if device_count() >= 1 else "no CUDA device: this test needs an NVIDIA GPU and its driver"
     except (CudaUnavailable, CudaError) as exc:
-        pytest.skip(f"no CUDA GPU: {exc}")
+        return f"no CUDA GPU: {exc}"
+
+
+def _letterboxed(media: Path, names: tuple[str, ...]) -> tuple[list, np.ndarray]:
+    import cv2
+
+    from pipeline.preprocess import LetterboxScratch, letterbox_into
+
+    images = [cv2.imread(str(media / n)) for n in names]
+    rows = np.empty((len(images), 3, 640, 640), np.float32)
+    for row, image in enumerate(images):
+        letterbox_into(image, rows[row], LetterboxScratch(640, 640))
+    return images, rows
+
+
+@pytest.mark.parametrize("gpu_preprocess", [False, True])
+def test_tensorrt_backend_on_a_gpu_agrees_with_onnx_runtime(model_path, media, tmp_path, ort_backend, gpu_preprocess):
+    """Two different real images in one batch, the outputs poisoned (NaN) first, each row compared
+    with ONNX Runtime on the same input; the engine is built in tmp_path, never in engines/."""
+    reason = _gpu_missing()
+    if reason:
+        pytest.skip(reason)
     import threading
 
-    from pipeline.backends.tensorrt import TensorRTBackend, build_engine
+    from pipeline.backends.engine_build import build_engine
+    from pipeline.backends.tensorrt import TensorRTBackend
+    from pipeline.preprocess import letterbox_geometry
+    from pipeline.slots import SlotRing
 
-    engine, _ = build_engine(model_path, fp16=False, max_batch=2)
-    backend = TensorRTBackend(engine)
-    ring = backend.allocate_ring(3, 2)
-    slot = ring.acquire(threading.Event())
-    slot.inputs[backend.info.input.name][:] = 0.5
-    backend.infer(slot, 2)
-    out = slot.outputs[backend.info.outputs[0].name]
-    assert out.shape[0] == 2 and (out[0] == out[1]).all()
-    ring.release(slot)
-    backend.close()
+    engine, _ = build_engine(model_path, fp16=False, max_batch=2, engine_dir=tmp_path)
+    assert engine.parent == tmp_path
+    images, rows = _letterboxed(media, ("bus.jpg", "street.png"))
+    info = ort_backend.info
+    ref_ring = SlotRing.allocate(2, 2, {info.input.name: (info.input.shape, info.input.dtype)},
+                                 {o.name: (o.shape, o.dtype) for o in info.outputs})
+    ref_slot = ref_ring.acquire(threading.Event())
+    ref_slot.inputs[info.input.name][:] = rows
+    ort_backend.infer(ref_slot, 2)
+    want = ref_slot.outputs[info.outputs[0].name].copy()
+    assert not np.allclose(want[0], want[1], atol=1.0)  # two different images: a copied row cannot pass
+
+    backend = TensorRTBackend(engine, gpu_preprocess=gpu_preprocess)
+    try:
+        ring = backend.allocate_ring(3, 2, (1080, 1920))
+        slot = ring.acquire(threading.Event())
+        out = slot.outputs[backend.info.outputs[0].name]
+        out.fill(np.nan)
+        slot.inputs[backend.info.input.name].fill(np.nan)
+        for row, image in enumerate(images):
+            if gpu_preprocess:
+                h, w = image.shape[:2]
+                lb, new_w, new_h = letterbox_geometry(w, h, 640, 640)
+                assert slot.bindings["cuda"].stage_raw(row, image, (lb.pad_x, lb.pad_y, new_w, new_h))
+            else:
+                slot.inputs[backend.info.input.name][row] = rows[row]
+        backend.infer(slot, 2)
+        ring.ready(slot)  # what postprocess does before it reads the outputs
+        got = out.copy()
+        ring.release(slot)
+    finally:
+        backend.close()
+    assert not np.isnan(got).any(), "TensorRT left output elements unwritten"
+    # TensorRT may use TF32 for an fp32 engine: boxes within a pixel, class scores within 0.02.
+    assert np.abs(got[:, :4] - want[:, :4]).max() <= 1.0
+    assert np.abs(got[:, 4:] - want[:, 4:]).max() <= 0.02
     assert json.loads(Path(str(engine) + ".json").read_text())["key"]["precision"] == "fp32"

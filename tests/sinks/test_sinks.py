@@ -1,9 +1,11 @@
+import errno
 import json
 
 import cv2
 import numpy as np
+import pytest
 
-from pipeline.frames import Detections, Frame, FrameResult
+from pipeline.frames import Detections, EndOfStream, Frame, FrameResult
 from pipeline.sinks.jsonl import JsonlSink
 from pipeline.sinks.video import VideoSink
 
@@ -31,8 +33,6 @@ def test_jsonl_record_schema(tmp_path):
 
 
 def test_detections_validate_their_shapes():
-    import pytest
-
     with pytest.raises(ValueError, match=r"xyxy must be a 2D array of shape \(N, 4\), got \(3,\)"):
         Detections(np.zeros(3, np.float32), np.zeros(1, np.float32), np.zeros(1, np.int64))
     with pytest.raises(ValueError, match=r"confidence must have shape \(1,\), got \(2,\)"):
@@ -73,3 +73,73 @@ def test_video_sink_fits_frames_of_another_size_into_the_file(tmp_path):
             break
         shapes.append(image.shape)
     assert shapes == [(240, 320, 3), (240, 320, 3)]
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 100 kB tmpfs: writes fail with ENOSPC once it is full (needs root; skipped otherwise)."""
+    import subprocess
+
+    mount_point = tmp_path / "tiny"
+    mount_point.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=100k", "tmpfs", str(mount_point)],
+                             capture_output=True, text=True, timeout=10)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a 100 kB tmpfs to fill (needs root): {mounted.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], capture_output=True, timeout=10)
+
+
+def test_jsonl_cut_by_a_full_disk_keeps_whole_lines_and_names_the_cause(full_disk):
+    path = full_disk / "out.jsonl"
+    sink = JsonlSink(path)
+    sink.open()
+    with pytest.raises(OSError) as failed:
+        for i in range(100_000):
+            sink.write(result(i))
+    sink.close()
+    assert failed.value.errno == errno.ENOSPC and str(path) in str(failed.value), failed.value
+    text = path.read_text()
+    assert text.endswith("\n"), f"a cut last line: {text[-80:]!r}"
+    assert [json.loads(line)["seq"] for line in text.splitlines()] == list(range(len(text.splitlines())))
+
+
+def test_video_on_a_full_disk_fails_naming_the_cause(full_disk):
+    path = full_disk / "{camera}.mp4"
+    sink = VideoSink(path, fps=25, source_fps=lambda cid: None)
+    sink.open()
+    rng = np.random.default_rng(0)
+    with pytest.raises(OSError) as failed:
+        for i in range(500):  # noise does not compress: 100 kB fill within a few frames
+            r = result(i)
+            r.frame.image[:] = rng.integers(0, 255, r.frame.image.shape, np.uint8)
+            sink.write(r)
+        sink.close()
+    sink.close()
+    assert failed.value.errno == errno.ENOSPC, failed.value
+    assert "cam.mp4" in str(failed.value) and "No space left on device" in str(failed.value)
+
+
+def test_a_run_that_never_started_leaves_the_previous_outputs(tmp_path):
+    """The graph failed before the sink got anything (a busy port, a bad camera): the JSONL file of
+    the previous run is not truncated; a run that ended normally with no record writes an empty file."""
+    from pipeline.queues import BoundedQueue
+    from pipeline.sinks import SinkStage
+    from pipeline.stage import StageContext, Stopped
+
+    path = tmp_path / "out.jsonl"
+    path.write_text('{"previous": "run"}\n')
+    ctx = StageContext()
+    ctx.stop.set()  # another stage failed at start
+    stage = SinkStage(0, JsonlSink(path), BoundedQueue("sink", 4, "block"), ["cam"])
+    with pytest.raises(Stopped):
+        stage.run(ctx)
+    assert path.read_text() == '{"previous": "run"}\n'
+
+    ctx = StageContext()
+    queue = BoundedQueue("sink", 4, "block")
+    queue.put(EndOfStream("cam"), ctx.stop)
+    SinkStage(0, JsonlSink(path), queue, ["cam"]).run(ctx)
+    assert path.read_text() == "", "a completed run with no records leaves an empty file"
