@@ -20,6 +20,7 @@ from pipeline.backends.base import ModelLoadError
 from pipeline.config import ConfigError, LoadedConfig, check_files
 from pipeline.detect import arg_issue as _arg_issue
 from pipeline.detect import detect_config
+from pipeline.memory import keep_frames_off_the_heap
 from pipeline.paths import default_model
 from pipeline.redact import install_log_redaction
 from pipeline.signals import interrupt_on_signals
@@ -48,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         >>> exit_code = main(["validate", "configs/demo.yaml"])
     """
     argv = list(sys.argv[1:] if argv is None else argv)
+    keep_frames_off_the_heap()  # freed frames go back to the OS: RSS stays flat on long runs
     # `run.py [--log-level L] CONFIG` is a shorthand for `run.py [--log-level L] run CONFIG`.
     first = 2 if argv[:1] == ["--log-level"] else 1 if argv[:1] and argv[0].startswith("--log-level=") else 0
     if len(argv) > first and argv[first] not in COMMANDS and not argv[first].startswith("-"):
