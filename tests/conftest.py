@@ -52,3 +52,20 @@ def run_cli(*args: str, timeout: float = 120, env: dict[str, str] | None = None)
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, str(REPO / "run.py"), *args], cwd=REPO, capture_output=True, text=True,
                           timeout=timeout, env=full_env)
+
+
+@pytest.fixture
+def full_disk(tmp_path: Path):
+    """A 100 kB tmpfs: writes fail with ENOSPC once it is full (needs root to mount; skipped otherwise)."""
+    import subprocess
+
+    mount_point = tmp_path / "tiny"
+    mount_point.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=100k", "tmpfs", str(mount_point)],
+                             capture_output=True, text=True, timeout=10)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a 100 kB tmpfs to fill (needs root): {mounted.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], capture_output=True, timeout=10)

@@ -41,7 +41,21 @@ class _Source(Strict):
         return None
 
 
-class FileSourceConfig(_Source):
+class _ReplayedSource(_Source):
+    """A source the pipeline itself paces when it is live (a file, generated frames), at its `fps`."""
+
+    open_timeout_s: ClassVar[float] = 5.0
+
+    @property
+    def replayed(self) -> bool:
+        return True
+
+    @property
+    def pace_fps(self) -> float | None:
+        return getattr(self, "fps", None)
+
+
+class FileSourceConfig(_ReplayedSource):
     """`type: file`: a video file, read as fast as the pipeline takes it or, with `realtime`,
     paced at its fps and treated as a live camera."""
 
@@ -52,19 +66,9 @@ class FileSourceConfig(_Source):
     fps: float | None = Field(None, gt=0, le=1000, description="pacing rate when realtime; default: the file's")
     max_frames: int | None = Field(None, ge=1, description="stop after this many frames")
 
-    open_timeout_s: ClassVar[float] = 5.0
-
     @property
     def is_live(self) -> bool:
         return self.realtime
-
-    @property
-    def replayed(self) -> bool:
-        return True
-
-    @property
-    def pace_fps(self) -> float | None:
-        return self.fps
 
 
 class ImagesSourceConfig(_Source):
@@ -76,7 +80,7 @@ class ImagesSourceConfig(_Source):
     open_timeout_s: ClassVar[float] = 5.0
 
 
-class SyntheticSourceConfig(_Source):
+class SyntheticSourceConfig(_ReplayedSource):
     """`type: synthetic`: generated frames (a moving rectangle) at `fps`, for tests and benchmarks."""
 
     type: Literal["synthetic"]
@@ -86,19 +90,9 @@ class SyntheticSourceConfig(_Source):
     frames: int | None = Field(None, ge=1)
     live: bool = False
 
-    open_timeout_s: ClassVar[float] = 5.0
-
     @property
     def is_live(self) -> bool:
         return self.live
-
-    @property
-    def replayed(self) -> bool:
-        return True
-
-    @property
-    def pace_fps(self) -> float | None:
-        return self.fps
 
 
 class RtspSourceConfig(_Source):

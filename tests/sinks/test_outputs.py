@@ -41,21 +41,6 @@ def test_sigkill_keeps_the_video_written_so_far(tmp_path, model_path, media):
     assert frames <= records + 10
 
 
-@pytest.fixture
-def full_disk(tmp_path):
-    """A 100 kB tmpfs (needs root to mount; skipped otherwise)."""
-    mount_point = tmp_path / "tiny"
-    mount_point.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=100k", "tmpfs", str(mount_point)],
-                             capture_output=True, text=True, timeout=10)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a 100 kB tmpfs to fill (needs root): {mounted.stderr.strip()}")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], capture_output=True, timeout=10)
-
-
 def test_detect_video_on_a_full_disk_exits_1_naming_the_cause(tmp_path, full_disk, model_path, media):
     video = full_disk / "v.mp4"
     result = run_cli("detect", str(media / "crowd_overhead.mp4"), "--model", str(model_path),

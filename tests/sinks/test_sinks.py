@@ -75,21 +75,6 @@ def test_video_sink_fits_frames_of_another_size_into_the_file(tmp_path):
     assert shapes == [(240, 320, 3), (240, 320, 3)]
 
 
-@pytest.fixture
-def full_disk(tmp_path):
-    """A 100 kB tmpfs: writes fail with ENOSPC once it is full (needs root; skipped otherwise)."""
-    import subprocess
-
-    mount_point = tmp_path / "tiny"
-    mount_point.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=100k", "tmpfs", str(mount_point)],
-                             capture_output=True, text=True, timeout=10)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a 100 kB tmpfs to fill (needs root): {mounted.stderr.strip()}")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], capture_output=True, timeout=10)
 
 
 def test_jsonl_cut_by_a_full_disk_keeps_whole_lines_and_names_the_cause(full_disk):
