@@ -156,3 +156,15 @@ def test_skipped_frames_still_reach_a_video_sink(tmp_path, model_path, media, mo
                                extra_sinks=[{"type": "video", "path": "v.mp4"}])
     assert count_video_frames(tmp_path / "v.mp4") == len(records) == 50
     assert sum(r["detected"] for r in records) <= 50 / 3 + 1  # 3 fps video at 1 detection/s
+
+
+def test_detect_cli_takes_detect_fps_and_motion(tmp_path, model_path, media):
+    from conftest import run_cli
+
+    out = tmp_path / "walk.jsonl"
+    result = run_cli("detect", str(media / "office_walk.mp4"), "--model", str(model_path), "--backend", "onnxruntime",
+                     "--precision", "f32", "--detect-fps", "5", "--motion", "--jsonl", str(out), "--no-progress")
+    assert result.returncode == 0, result.stderr
+    records = read_jsonl(out)
+    assert len(records) == 182 and all(isinstance(r["detected"], bool) for r in records)
+    assert 0 < sum(r["detected"] for r in records) <= 5 * 182 / 29.5 + 1

@@ -328,3 +328,16 @@ def test_live_cameras_with_a_detection_rate_get_it_with_bounded_age(model_path, 
         assert 2.0 <= rate <= 3.5, (cam, rate)
         assert row.camera_age_p99_ms[cam] < 1500, (cam, row.camera_age_p99_ms[cam])
     assert row.frames_out < row.frames_in / 4  # skipped frames never reach the model lane
+
+
+def test_bench_live_with_a_detection_rate_prints_each_camera(model_path, media):
+    import re
+
+    from conftest import run_cli
+
+    result = run_cli("bench", "--video", str(media / "crowd_overhead.mp4"), "--model", str(model_path), "--live", "2",
+                     "--detect-fps", "2", "--seconds", "4", "--backend", "onnxruntime", timeout=180)
+    assert result.returncode == 0, result.stderr
+    lines = [ln for ln in result.stdout.splitlines() if ln.startswith("camera ")]
+    assert [ln.split()[1] for ln in lines] == ["cam0", "cam1"], result.stdout
+    assert all(re.fullmatch(r"camera cam\d detections_per_s=\d+\.\d\d age_p99_ms=\d+", ln) for ln in lines), lines
