@@ -96,8 +96,8 @@ class CameraAnalytics:
                 raise GeometryError(f"camera {cam.id!r}: line {ln.id!r} lies outside the {width}x{height} frame "
                                     f"(points {pts.round(1).tolist()}; units: {ln.units})")
             lines[ln.id] = Line(ln.id, pts[0], pts[1])
-        rules = [_RULE_BUILDERS[r.type](r, _RuleInputs(zones, lines, self.class_names, cam.tracker.lost_timeout_s))
-                 for r in cam.rules]
+        inputs = _RuleInputs(zones, lines, self.class_names, cam.tracker.lost_timeout_s)
+        rules = [_RULE_BUILDERS[r.type](r, inputs) for r in cam.rules]
         self.engine = RuleEngine(cam.id, rules)
         self.overlay = Overlay({k: z.points for k, z in zones.items()}, {k: (ln.a, ln.b) for k, ln in lines.items()})
 

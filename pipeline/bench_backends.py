@@ -27,6 +27,7 @@ import numpy as np
 
 from pipeline.backends import Backend, ModelLoadError, create_backend
 from pipeline.backends.auto import machine_facts
+from pipeline.bench import backend_ring
 from pipeline.config import ConfigError, ConfigIssue, ModelConfig
 from pipeline.frames import Detections, Frame
 from pipeline.paths import shared_dir
@@ -195,16 +196,20 @@ def run_compare(model_path: Path, video: Path, images: list[Path], *, frames: in
         calls = math.ceil(frames / batch)
         runs: dict[str, list[float]] = {label: [] for label in backends}
         for label, (backend, _) in backends.items():  # warm: each slot's binding made, first-run costs paid
-            for slot in rings[label]:
+            ring, slots = rings[label]
+            for slot in slots:
                 backend.infer(slot, batch)
+            ring.ready(slots[-1])
         for r in range(rounds):
             # Every other round in reverse order, so that no backend always runs right after another
             # (a drift within a round then evens out over two rounds).
             for label, (backend, _) in (list(backends.items()) if r % 2 == 0 else list(backends.items())[::-1]):
-                slots = rings[label]
+                ring, slots = rings[label]
                 t0 = time.perf_counter()
                 for i in range(calls):
                     backend.infer(slots[i % len(slots)], batch)
+                # A GPU backend only enqueued the work (one stream, in order): time it until the last result is back.
+                ring.ready(slots[(calls - 1) % len(slots)])
                 runs[label].append(calls * batch / (time.perf_counter() - t0))
         detections = {label: _detect(backend, config, images) for label, (backend, config) in backends.items()}
     finally:
@@ -261,25 +266,22 @@ def _premade(video: Path, input_hw: tuple[int, int], count: int) -> np.ndarray:
     return out
 
 
-def _ring(backend: Backend, batch: int, premade: np.ndarray) -> list[Slot]:
-    """SLOTS slots of this backend's own kind (pinned for TensorRT), filled with the pre-made rows."""
+def _ring(backend: Backend, batch: int, premade: np.ndarray) -> tuple[SlotRing, list[Slot]]:
+    """SLOTS slots of this backend's own kind (pinned for TensorRT), filled with the pre-made rows,
+    and their ring (whose `ready(slot)` says when a slot's outputs are back)."""
     info = backend.info
-    allocate_ring = getattr(backend, "allocate_ring", None)
-    if allocate_ring is not None:
-        ring = allocate_ring(SLOTS, batch)
-    else:
-        ring = SlotRing.allocate(SLOTS, batch, {info.input.name: (info.input.shape, info.input.dtype)},
-                                 {o.name: (o.shape, o.dtype) for o in info.outputs})
+    ring = backend_ring(backend, SLOTS, batch)
     slots = [ring.acquire(threading.Event()) for _ in range(SLOTS)]
     for k, slot in enumerate(slots):
         slot.inputs[info.input.name][:] = premade[k * batch:(k + 1) * batch]  # (casts for an fp16 input)
-    return slots
+    return ring, slots
 
 
 def _detect(backend: Backend, config: ModelConfig, images: list[Path]) -> dict[str, Detections]:
     """Each image through letterbox, this backend (batch 1) and the real decoder with NMS."""
     info = backend.info
-    slot = _ring(backend, 1, np.zeros((SLOTS, *info.input.shape), np.float32))[0]
+    ring, slots = _ring(backend, 1, np.zeros((SLOTS, *info.input.shape), np.float32))
+    slot = slots[0]
     decoder = YoloDecoder(config.family, info.outputs[0].shape, len(info.class_names) or None,
                           DecodeParams(conf=config.conf, iou=config.iou, max_det=config.max_det))
     scratch = LetterboxScratch(*info.input_hw)
@@ -293,6 +295,7 @@ def _detect(backend: Backend, config: ModelConfig, images: list[Path]) -> dict[s
         frame.letterbox, _ = letterbox_into(image, row, scratch)
         slot.inputs[info.input.name][0] = row
         backend.infer(slot, 1)
+        ring.ready(slot)  # a GPU backend's outputs are copied back after infer() returns
         out[path.name] = decoder.decode(slot.outputs[info.outputs[0].name], [frame])[0]
     return out
 

@@ -95,13 +95,22 @@ def draw_header(canvas: np.ndarray, text: str) -> None:
     cv2.putText(canvas, text, (8, th + 6), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 255, 255), 2, cv2.LINE_AA)
 
 
-def annotate(result: FrameResult) -> np.ndarray:
-    """A new BGR image: the frame with its overlay and detections drawn (the frame is untouched).
+def annotate(result: FrameResult, out: np.ndarray | None = None) -> np.ndarray:
+    """The frame with its overlay and detections drawn (the frame itself is untouched).
+
+    Args:
+        result: the frame and what to draw on it.
+        out: a canvas of the frame's shape to draw into (reused per frame by writers of many
+            frames); None: a new one.
 
     Returns:
-        An HxWx3 uint8 copy of `result.frame.image`, annotated.
+        `out` (or a new HxWx3 uint8 image): a copy of `result.frame.image`, annotated.
     """
-    canvas = result.frame.image.copy()
+    if out is None:
+        canvas = result.frame.image.copy()
+    else:
+        canvas = out
+        np.copyto(canvas, result.frame.image)
     draw_overlay(canvas, result)
     draw_detections(canvas, result)
     return canvas

@@ -255,10 +255,11 @@ class EvidenceStage(Stage):
         # Fragmented MP4 with every write checked (see pipeline/sinks/mp4.py): a crash while
         # encoding keeps the clip's first fragments, and a full disk fails the run naming the file.
         writer = VideoFile(clip.path, fps=fps, width=first.width, height=first.height)
+        canvas = np.empty_like(first.image)  # one canvas for the clip: the writer encodes it before the next frame
         try:
             for result in frames:
                 if result.frame.image.shape == first.image.shape:
-                    writer.write(annotate(result))
+                    writer.write(annotate(result, out=canvas))
         finally:
             writer.close()
         self._enforce_cap(keep=clip.path)

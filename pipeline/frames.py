@@ -167,18 +167,12 @@ class Batch:
     Args:
         model_id: the model.
         frames: every frame, detected or riding.
-        slot: the ring slot holding the detected frames' tensors (None when rows == 0).
-        rows: how many frames are detected.
+        slot: the ring slot holding the detected frames' tensors (None when no frame is detected).
     """
 
     model_id: str
     frames: list[Frame]
     slot: Slot | None
-    rows: int = -1  # -1: every frame is detected (set in __post_init__)
-
-    def __post_init__(self) -> None:
-        if self.rows < 0:
-            self.rows = len(self.frames)
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -186,7 +180,12 @@ class Batch:
     @property
     def detected_frames(self) -> list[Frame]:
         """The frames the model runs on, in row order."""
-        return [f for f in self.frames if f.detect] if self.rows != len(self.frames) else self.frames
+        return [f for f in self.frames if f.detect]
+
+    @property
+    def rows(self) -> int:
+        """How many frames are detected (the slot's rows in use), derived so it cannot disagree."""
+        return sum(1 for f in self.frames if f.detect)
 
 
 @dataclass(frozen=True, slots=True)

@@ -173,7 +173,7 @@ class PreprocessStage(Stage):
                     # Skipped by the camera's gate: it rides along (no row) to keep the camera's order;
                     # with no batch open it goes out at once in a batch of its own.
                     if batch is None:
-                        self.out.put(Batch(self.model_id, [item], None, 0), ctx.stop)
+                        self.out.put(Batch(self.model_id, [item], None), ctx.stop)
                     else:
                         batch.frames.append(item)
                     continue
@@ -229,7 +229,7 @@ class PreprocessStage(Stage):
 
     def _emit(self, batch: _OpenBatch, ctx: StageContext) -> None:
         """Hands the batch on (blocking while the next queue is full; raises Stopped on stop)."""
-        self.out.put(Batch(self.model_id, batch.frames, batch.slot, batch.rows), ctx.stop)
+        self.out.put(Batch(self.model_id, batch.frames, batch.slot), ctx.stop)
 
 
 @dataclass(slots=True)

@@ -110,10 +110,7 @@ def check_outputs(loaded: LoadedConfig) -> list[ConfigIssue]:
                 f"{Path(path).name}: {Path(path).suffix or 'no extension'} is not a video container this build writes; "
                 f"end the path in {', '.join(VIDEO_CONTAINERS)} (.mp4 plays everywhere)")))
             continue
-        template = str(path)
-        paths = ([Path(template.replace("{camera}", c)) for c in cfg.sink_cameras(sink)] if "{camera}" in template
-                 else [Path(template)])
-        problem = next((p for p in map(_file_problem, paths) if p is not None), None)
+        problem = next((p for p in map(_file_problem, cfg.sink_paths(sink)) if p is not None), None)
         if problem is not None:
             issues.append(loaded.issue(("sinks", i, "path"), problem))
     if cfg.evidence is not None:

@@ -54,6 +54,15 @@ def run_cli(*args: str, timeout: float = 120, env: dict[str, str] | None = None)
                           timeout=timeout, env=full_env)
 
 
+def start_cli(*args: str, **popen):
+    """Starts `python run.py ARGS` as run_cli runs it, without waiting: returns the Popen, stdout and
+    stderr piped as text; `popen` adds Popen options (start_new_session=True for a process group)."""
+    import subprocess
+
+    return subprocess.Popen([sys.executable, str(REPO / "run.py"), *args], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **popen)
+
+
 @pytest.fixture
 def full_disk(tmp_path: Path):
     """A 100 kB tmpfs: writes fail with ENOSPC once it is full (needs root to mount; skipped otherwise)."""

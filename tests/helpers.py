@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
+
+from pipeline.config import ConfigError, ConfigIssue
 
 
 def wait_for(predicate: Callable[[], object], timeout: float, step: float = 0.05) -> float | None:
@@ -88,3 +92,50 @@ def write_still_then_video(src: Path, dst: Path, *, still_s: float, width: int =
     cap.release()
     out.release()
     return fps, still
+
+
+def only_issue(info: pytest.ExceptionInfo[ConfigError]) -> ConfigIssue:
+    """The one issue of a raised ConfigError; fails the test (showing them all) if there are more."""
+    assert len(info.value.issues) == 1, str(info.value)
+    return info.value.issues[0]
+
+
+def refuse_to_open(monkeypatch: pytest.MonkeyPatch, path: Path) -> None:
+    """Makes `Path.open` of `path` raise PermissionError (EACCES) for the rest of the test; every
+    other path opens as usual. chmod 0 would not do: it does not stop root, who may run the tests."""
+    real_open = Path.open
+
+    def refuse(self, *args, **kwargs):
+        if self == path:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", refuse)
+
+
+def detect_images(backend, media: Path, names: list[str], batch: int, params) -> dict:
+    """Each image of `media` named in `names` letterboxed into one CPU slot, `batch` at a time,
+    inferred by `backend` and decoded (YOLOv8, NMS with `params`, a DecodeParams); keyed by name."""
+    from pipeline.frames import Frame
+    from pipeline.postprocess.yolo import YoloDecoder
+    from pipeline.preprocess import LetterboxScratch, letterbox_into
+    from pipeline.slots import SlotRing
+
+    info = backend.info
+    ring = SlotRing.allocate(2, batch, {info.input.name: (info.input.shape, info.input.dtype)},
+                             {o.name: (o.shape, o.dtype) for o in info.outputs})
+    slot = ring.acquire(threading.Event())
+    scratch = LetterboxScratch(*info.input_hw)
+    decoder = YoloDecoder("yolov8", info.outputs[0].shape, len(info.class_names), params)
+    results = {}
+    for start in range(0, len(names), batch):
+        frames = []
+        for row, name in enumerate(names[start:start + batch]):
+            image = cv2.imread(str(media / name))
+            frame = Frame("cam", row, image, 0.0, 0.0, name)
+            frame.letterbox, _ = letterbox_into(image, slot.inputs[info.input.name][row], scratch)
+            frames.append(frame)
+        backend.infer(slot, len(frames))
+        for frame, det in zip(frames, decoder.decode(slot.outputs[info.outputs[0].name], frames), strict=True):
+            results[frame.source_name] = det
+    return results

@@ -6,11 +6,23 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import cv2
 import pytest
 
-from conftest import REPO, run_cli
+from tests.helpers import count_video_frames, read_jsonl, wait_for
+
+from conftest import REPO, run_cli, start_cli
+
+
+def _detect_crowd(model_path: Path, media: Path, out: Path, *args: str, **popen) -> subprocess.Popen:
+    """`detect` on crowd_overhead.mp4 into the JSONL file `out` (plus `args`), started and given up to
+    60 s to write 5 records, so that a signal sent next lands mid-run."""
+    proc = start_cli("detect", str(media / "crowd_overhead.mp4"), "--model", str(model_path), "--jsonl", str(out), *args,
+                     "--no-progress", **popen)
+    wait_for(lambda: out.exists() and len(out.read_text().splitlines()) >= 5, 60, step=0.1)
+    return proc
 
 
 def test_detect_on_an_image_directory(tmp_path, model_path, media):
@@ -58,26 +70,15 @@ def test_detect_missing_source_and_model(tmp_path, model_path):
 
 def test_sigterm_during_a_run_leaves_valid_output_files(tmp_path, model_path, media):
     out, video = tmp_path / "crowd.jsonl", tmp_path / "crowd.mp4"
-    proc = subprocess.Popen(
-        [sys.executable, str(REPO / "run.py"), "detect", str(media / "crowd_overhead.mp4"), "--model", str(model_path),
-         "--jsonl", str(out), "--video", str(video), "--no-progress"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and (not out.exists() or len(out.read_text().splitlines()) < 5):
-        time.sleep(0.1)
+    proc = _detect_crowd(model_path, media, out, "--video", str(video))
     proc.send_signal(signal.SIGTERM)
     stdout, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 0, stderr
     assert "interrupted" in stdout
-    records = [json.loads(line) for line in out.read_text().splitlines()]  # every line whole
+    records = read_jsonl(out)  # every line whole
     assert 5 <= len(records) < 341
     assert [r["seq"] for r in records] == list(range(len(records)))
-    cap = cv2.VideoCapture(str(video))
-    frames = 0
-    while cap.read()[0]:
-        frames += 1
-    assert frames == len(records), "the video holds exactly the frames that were written to JSONL"
+    assert count_video_frames(video) == len(records), "the video holds exactly the frames that were written to JSONL"
 
 
 def test_a_failing_stage_exits_1_with_the_original_error(tmp_path, model_path, media):
@@ -139,17 +140,8 @@ def test_detect_with_a_busy_metrics_port_exits_2_naming_the_port(tmp_path, model
 
 
 def test_sighup_drains_like_sigterm_when_there_is_nothing_to_reload(tmp_path, model_path, media):
-    from tests.helpers import count_video_frames, read_jsonl
-
     out, video = tmp_path / "crowd.jsonl", tmp_path / "crowd.mp4"
-    proc = subprocess.Popen(
-        [sys.executable, str(REPO / "run.py"), "detect", str(media / "crowd_overhead.mp4"), "--model", str(model_path),
-         "--jsonl", str(out), "--video", str(video), "--no-progress"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and (not out.exists() or len(out.read_text().splitlines()) < 5):
-        time.sleep(0.1)
+    proc = _detect_crowd(model_path, media, out, "--video", str(video))
     proc.send_signal(signal.SIGHUP)
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 0, stderr
@@ -265,14 +257,7 @@ def test_sigint_to_the_process_and_then_its_group_is_one_signal(tmp_path, model_
     import os
 
     out = tmp_path / "crowd.jsonl"
-    proc = subprocess.Popen(
-        [sys.executable, str(REPO / "run.py"), "detect", str(media / "crowd_overhead.mp4"), "--model", str(model_path),
-         "--jsonl", str(out), "--no-progress"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and (not out.exists() or len(out.read_text().splitlines()) < 5):
-        time.sleep(0.1)
+    proc = _detect_crowd(model_path, media, out, start_new_session=True)
     os.kill(proc.pid, signal.SIGINT)
     time.sleep(0.002)  # two deliveries that come together are merged by Python itself; these are handled one by one
     os.killpg(proc.pid, signal.SIGINT)

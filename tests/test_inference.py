@@ -31,7 +31,7 @@ def test_a_slot_goes_back_to_the_ring_when_the_backend_raises(ort_backend):
     ctx = StageContext()
     inp = BoundedQueue("in", 2, QueuePolicy.BLOCK)
     out = BoundedQueue("out", 2, QueuePolicy.BLOCK)
-    inp.put(Batch("m", [frame()], ring.acquire(ctx.stop), 1), ctx.stop)
+    inp.put(Batch("m", [frame()], ring.acquire(ctx.stop)), ctx.stop)
     inp.put(EndOfStream("cam"), ctx.stop)
     stage = InferenceStage("m", ort_backend, ring, inp, out, ["cam"])
     assert ring.in_use() == 1
@@ -98,6 +98,6 @@ def test_just_in_time_counts_the_calls_until_the_batch_is_due():
 
 def test_just_in_time_never_opens_a_batch_while_one_waits_for_inference():
     jit = JustInTime(out_size=1)
-    jit.out.put(Batch("m", [frame()], None, 0), jit.ctx.stop)  # a batch is already queued
+    jit.out.put(Batch("m", [frame()], None), jit.ctx.stop)  # a batch is already queued
     answer, took = jit.time_to_fill()
     assert answer is False and took >= POLL_S * 0.8  # waited (bounded) for room, then not yet

@@ -8,9 +8,11 @@ engine_cache.py's; running an engine is tensorrt.py's.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,13 +70,11 @@ def engine_precision(precision: str | None) -> str:
 def machine_key(onnx_sha256: str, precision: str, batch: int, device: int = 0) -> EngineKey:
     """The key an engine for the ONNX file with this hash must have to run `batch` at `precision`
     on GPU `device` here (asks TensorRT for its version and CUDA for the GPU's compute capability)."""
-    trt = import_tensorrt()
-    try:
-        from pipeline.cuda.runtime import CudaError, CudaUnavailable, compute_capability
+    from pipeline.cuda.runtime import compute_capability
 
+    trt = import_tensorrt()
+    with _usable_gpu(device):
         major, minor = compute_capability(device)
-    except (CudaUnavailable, CudaError) as exc:
-        raise ModelLoadError(f"no usable NVIDIA GPU {device}: {exc}") from exc
     return EngineKey(onnx_sha256, f"{major}.{minor}", trt.__version__, precision, batch_profile(batch))
 
 
@@ -112,13 +112,14 @@ def onnx_facts(onnx_path: Path) -> OnnxFacts:
     return OnnxFacts(inp.name, (int(h), int(w)), batch if isinstance(batch, int) else None, static, names, stride)
 
 
-def _use_device(device: int) -> None:
-    """Makes `device` current in this thread: the builder, the runtime and the allocations all work
-    on the current device, which is 0 in a thread that never chose."""
-    from pipeline.cuda.runtime import CudaError, CudaUnavailable, use_device
+@contextlib.contextmanager
+def _usable_gpu(device: int) -> Iterator[None]:
+    """Turns a CUDA failure inside (no cuda-python, no driver, no such GPU) into a ModelLoadError
+    naming the GPU."""
+    from pipeline.cuda.runtime import CudaError, CudaUnavailable
 
     try:
-        use_device(device)
+        yield
     except (CudaUnavailable, CudaError) as exc:
         raise ModelLoadError(f"no usable NVIDIA GPU {device}: {exc}") from exc
 
@@ -151,8 +152,12 @@ def build_engine(onnx_path: Path, *, fp16: bool, max_batch: int, engine_dir: Pat
     key = dataclasses.replace(key, batch=batch_profile(max_batch, facts.batch))
     if not rebuild and (found := find_engine(engine_dir, onnx_path, key).engine) is not None:
         return found, False
-    _use_device(device)
-    from pipeline.cuda.runtime import device_name
+    from pipeline.cuda.runtime import device_name, use_device
+
+    # The builder, the runtime and the allocations all work on the current device, which is 0 in a
+    # thread that never chose.
+    with _usable_gpu(device):
+        use_device(device)
 
     engine_path = cached_engine(engine_dir, onnx_path, key)
     logger = trt.Logger(trt.Logger.WARNING)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pipeline.backends.base import ModelInfo, ModelLoadError, TensorSpec
+from pipeline.backends.base import ModelInfo, ModelLoadError, TensorSpec, one_image_input
 from pipeline.backends.engine_build import engine_precision, import_tensorrt, resolve_engine
 from pipeline.backends.engine_cache import EngineRecord, batch_profile, rebuild_hint
 
@@ -90,8 +90,7 @@ class TensorRTBackend:
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-        if len(inputs) != 1:
-            raise ModelLoadError(f"{self.path.name}: expected one image input, got {inputs}")
+        one_image_input(self.path, inputs)
         self.input_name = inputs[0]
         static = tuple(int(d) for d in self.engine.get_tensor_shape(self.input_name))
         if len(static) == 4 and min(static) >= 0:  # built from a fixed-batch, fixed-size ONNX: no profile

@@ -91,9 +91,10 @@ def cross_check(loaded: LoadedConfig) -> list[ConfigIssue]:
                 issues.append(loaded.issue(("sinks", i, "endpoint"), f"same endpoint as sinks[{outputs[sink.endpoint]}]: {sink.endpoint}"))
             outputs.setdefault(sink.endpoint, i)
             continue
-        if isinstance(sink, VideoSinkConfig) and len(cfg.sink_cameras(sink)) > 1 and "{camera}" not in str(sink.path):
+        cameras = len(cfg.sink_cameras(sink))
+        if isinstance(sink, VideoSinkConfig) and cameras > 1 and "{camera}" not in str(sink.path):
             issues.append(loaded.issue(("sinks", i, "path"),
-                                       f"a video sink for {len(cfg.sink_cameras(sink))} cameras needs '{{camera}}' in its path "
+                                       f"a video sink for {cameras} cameras needs '{{camera}}' in its path "
                                        f"(one file per camera), got {str(sink.path)!r}"))
         key = str(sink.path)
         if key in outputs:
@@ -110,13 +111,9 @@ def _outputs(loaded: LoadedConfig) -> Iterator[tuple[Key, Path]]:
     """(key, file) for every file a sink writes; a video sink's `{camera}` filled in per camera."""
     cfg = loaded.config
     for i, sink in enumerate(cfg.sinks):
-        path = getattr(sink, "path", None)  # network sinks (zmq, ...) write no file
-        if path is None:
+        if getattr(sink, "path", None) is None:  # network sinks (zmq, ...) write no file
             continue
-        if "{camera}" in str(path):
-            for cam_id in cfg.sink_cameras(sink):
-                yield ("sinks", i, "path"), Path(str(path).replace("{camera}", cam_id))
-        else:
+        for path in cfg.sink_paths(sink):
             yield ("sinks", i, "path"), path
 
 

@@ -37,6 +37,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -270,14 +271,9 @@ class _Builder:
             return out
         if isinstance(node, yaml.SequenceNode):
             return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
-        value = self._scalar(node, path)
-        if isinstance(value, str) and "${" in value:
-            # Stays a string (see the module docstring).
-            expanded, problems = self.expander.expand(value)
-            for problem in problems:
-                self.issues.append(ConfigIssue(self.file, node.start_mark.line + 1, format_path(path), problem))
-            return expanded
-        return value
+        # A value with references stays a string (see the module docstring).
+        return _expand_string(self._scalar(node, path), path, self.expander, lambda p, message: self.issues.append(
+            ConfigIssue(self.file, node.start_mark.line + 1, format_path(p), message)))
 
 
 def _compose(text: str, file: str) -> yaml.Node | None:
@@ -333,18 +329,8 @@ def load_config(path: str | Path) -> LoadedConfig:
     base_dir = path.resolve().parent
     builder = _Builder(file, base_dir)
     data = builder.build(root, ())
-    secrets = tuple(builder.expander.secrets)
-    if builder.issues:
-        raise ConfigError(_masked(builder.issues, secrets))
-    try:
-        config = VigilConfig.model_validate(data, context={"base_dir": base_dir})
-    except ValidationError as exc:
-        raise ConfigError(_issues_from_pydantic(file, builder.lines, data, exc, {}, secrets)) from None
-    loaded = LoadedConfig(config, file, builder.lines, secrets=secrets, config_file=Path(os.path.abspath(path)))
-    issues = cross_check(loaded)
-    if issues:
-        raise ConfigError(issues)
-    return loaded
+    return _validated(data, builder.issues, tuple(builder.expander.secrets), base_dir,
+                      origin=file, lines=builder.lines, config_file=Path(os.path.abspath(path)))
 
 
 def config_from_data(data: dict[str, Any], *, origin: str, base_dir: Path,
@@ -357,27 +343,43 @@ def config_from_data(data: dict[str, Any], *, origin: str, base_dir: Path,
     problems: list[ConfigIssue] = []
     data = _expand_data(data, (), expander, lambda p, message: problems.append(
         ConfigIssue(origin, 0, names.get(p, format_path(p)), message)))
-    secrets = tuple(expander.secrets)
+    return _validated(data, problems, tuple(expander.secrets), base_dir, origin=origin, lines={}, key_names=names)
+
+
+def _validated(data: Any, problems: list[ConfigIssue], secrets: tuple[str, ...], base_dir: Path, *, origin: str,
+               lines: dict[tuple[Any, ...], int], key_names: dict[tuple[Any, ...], str] | None = None,
+               config_file: Path | None = None) -> LoadedConfig:
+    """The common tail of `load_config` and `config_from_data`: the expansion `problems` (masked),
+    else validation, else the cross-section checks; every failure raised as one ConfigError."""
     if problems:
         raise ConfigError(_masked(problems, secrets))
+    names = key_names or {}
     try:
         config = VigilConfig.model_validate(data, context={"base_dir": base_dir})
     except ValidationError as exc:
-        raise ConfigError(_issues_from_pydantic(origin, {}, data, exc, names, secrets)) from None
-    loaded = LoadedConfig(config, origin, {}, names, secrets=secrets)
+        raise ConfigError(_issues_from_pydantic(origin, lines, data, exc, names, secrets)) from None
+    loaded = LoadedConfig(config, origin, lines, names, secrets=secrets, config_file=config_file)
     issues = cross_check(loaded)
     if issues:
         raise ConfigError(issues)
     return loaded
 
 
-def _expand_data(value: Any, path: tuple[Any, ...], expander: _Expander, report: Any) -> Any:
-    """A copy of `value` with `${file:...}` expanded in its strings (the caller's data is not changed)."""
+def _expand_data(value: Any, path: tuple[Any, ...], expander: _Expander,
+                 report: Callable[[tuple[Any, ...], str], None]) -> Any:
+    """A copy of `value` with every `${...}` reference expanded in its strings (the caller's data
+    is not changed); each problem goes to `report(path, message)`."""
     if isinstance(value, dict):
         return {k: _expand_data(v, (*path, k), expander, report) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         items = [_expand_data(v, (*path, i), expander, report) for i, v in enumerate(value)]
         return items if isinstance(value, list) else tuple(items)
+    return _expand_string(value, path, expander, report)
+
+
+def _expand_string(value: Any, path: tuple[Any, ...], expander: _Expander,
+                   report: Callable[[tuple[Any, ...], str], None]) -> Any:
+    """`value` with its `${...}` references expanded when it is a string holding one; else as it is."""
     if isinstance(value, str) and "${" in value:
         expanded, problems = expander.expand(value)
         for problem in problems:

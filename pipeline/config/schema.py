@@ -12,12 +12,13 @@ errors into `file:line: key: message` is errors.py's job, cross-section rules ar
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, StrictInt, ValidationInfo, field_validator, model_validator
 
 from pipeline.config.fields import FOURCC_PATTERN, ConfigPath, Identifier, Precision, RtspUrl, Strict, check_precision
-from pipeline.config.rules import LineConfig, Point, RuleConfig, ZoneConfig
+from pipeline.config.rules import ClassList, LineConfig, Point, RuleConfig, ZoneConfig
 
 # max_frame_age_ms of live cameras that set none: well above one CPU batch, far below "stale".
 DEFAULT_LIVE_MAX_AGE_MS = 2000.0
@@ -257,7 +258,7 @@ class ModelConfig(Strict):
     conf: float = Field(0.25, gt=0, lt=1)
     iou: float = Field(0.45, gt=0, le=1)
     max_det: int = Field(300, ge=1, le=100000)
-    classes: list[StrictInt | str] | None = Field(None, min_length=1, description="keep only these (ids or names)")
+    classes: ClassList | None = Field(None, min_length=1, description="keep only these (ids or names)")
     names: dict[int, str] | None = Field(None, description="override the model's class names")
     input_size: _InputSize | None = None
     batch: int = Field(1, ge=1, le=256)
@@ -377,3 +378,10 @@ class VigilConfig(Strict):
     def sink_cameras(self, sink: JsonlSinkConfig | VideoSinkConfig) -> list[str]:
         """The ids of the cameras `sink` takes: its `cameras:` list, else every camera."""
         return list(sink.cameras) if sink.cameras is not None else [c.id for c in self.cameras]
+
+    def sink_paths(self, sink: JsonlSinkConfig | VideoSinkConfig | EventsSinkConfig) -> list[Path]:
+        """The files `sink` writes: its `path`, or one per camera where the path holds `{camera}`."""
+        template = str(sink.path)
+        if "{camera}" not in template:
+            return [sink.path]
+        return [Path(template.replace("{camera}", cam_id)) for cam_id in self.sink_cameras(sink)]

@@ -186,11 +186,6 @@ class Camera:
             raise CameraRefused(f"cannot add camera {self.id!r}: the graph is finishing")
         joined.append(camera_set)
 
-    def start(self, runner: GraphRunner) -> None:
-        """Attaches the camera and starts its stages in a running graph."""
-        for stage in self.attach():
-            runner.add_stage(stage)
-
     def drain(self) -> None:
         """Asks the capture to stop: its end of stream follows its queued frames through the graph."""
         if self.state is CameraLifecycle.RUNNING:

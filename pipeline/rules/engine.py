@@ -39,7 +39,7 @@ class FrameTracks:
     @classmethod
     def of(cls, camera: str, seq: int, t: float, wall: float, tracked: Detections,
            class_names: dict[int, str]) -> FrameTracks:
-        """The rules' view of `tracked`: detections that are on a track (track_id >= 0)."""
+        """The rules' view of `tracked`, whose rows the caller has cut to those on a track (track_id >= 0)."""
         if tracked.track_id is None:
             raise ValueError(f"camera {camera!r}: rules need tracked detections (track_id set), got untracked ones")
         return cls(camera, seq, t, wall, tracked.xyxy, tracked.track_id, tracked.class_id, tracked.confidence,
@@ -101,10 +101,9 @@ class Rule(ABC):
         return None
 
     def occupied(self, f: FrameTracks) -> bool:
-        """Whether a tracked object this rule watches stands in its zone (zone rules only): the
-        camera's motion gate keeps detecting while it does, moving or not."""
-        zone = getattr(self, "zone", None)
-        return zone is not None and bool((self.wanted(f) & f.inside(zone, self.anchor)).any())
+        """Whether a tracked object this rule watches stands in its zone (False for rules without
+        one): the camera's motion gate keeps detecting while it does, moving or not."""
+        return False
 
     def line_name(self) -> str | None:
         return None
@@ -135,10 +134,8 @@ class Rule(ABC):
         )
 
 
-class ZoneIntrusion(Rule):
-    """A tracked object of `classes` inside the zone for at least `min_seconds`."""
-
-    rule_type = "zone_intrusion"
+class ZoneRule(Rule):
+    """Base of the rules about one zone: which wanted tracks stand in it."""
 
     def __init__(self, name: str, zone: Polygon, classes: frozenset[int] | None, anchor: Anchor, debouncer: Debouncer) -> None:
         super().__init__(name, classes, anchor, debouncer)
@@ -147,9 +144,21 @@ class ZoneIntrusion(Rule):
     def zone_name(self) -> str | None:
         return self.zone.name
 
+    def in_zone(self, f: FrameTracks) -> np.ndarray:
+        """(N,) bool: the rows of tracks this rule watches whose anchor is inside the zone."""
+        return self.wanted(f) & f.inside(self.zone, self.anchor)
+
+    def occupied(self, f: FrameTracks) -> bool:
+        return bool(self.in_zone(f).any())
+
+
+class ZoneIntrusion(ZoneRule):
+    """A tracked object of `classes` inside the zone for at least `min_seconds`."""
+
+    rule_type = "zone_intrusion"
+
     def true_subjects(self, f: FrameTracks) -> dict[Hashable, dict[str, Any]]:
-        inside = self.wanted(f) & f.inside(self.zone, self.anchor)
-        return {int(t): {} for t in f.track_id[inside]}
+        return {int(t): {} for t in f.track_id[self.in_zone(f)]}
 
 
 class Dwell(ZoneIntrusion):
@@ -158,27 +167,22 @@ class Dwell(ZoneIntrusion):
     rule_type = "dwell"
 
 
-class Count(Rule):
+class Count(ZoneRule):
     """More than `max_count` objects of `classes` inside the zone (one subject: the zone)."""
 
     rule_type = "count"
 
     def __init__(self, name: str, zone: Polygon, classes: frozenset[int] | None, anchor: Anchor, debouncer: Debouncer,
                  max_count: int) -> None:
-        super().__init__(name, classes, anchor, debouncer)
-        self.zone = zone
+        super().__init__(name, zone, classes, anchor, debouncer)
         self.max_count = max_count
         self._inside: list[int] = []
-
-    def zone_name(self) -> str | None:
-        return self.zone.name
 
     def tracks_of(self, subject: Hashable) -> list[int]:
         return list(self._inside)
 
     def true_subjects(self, f: FrameTracks) -> dict[Hashable, dict[str, Any]]:
-        inside = self.wanted(f) & f.inside(self.zone, self.anchor)
-        self._inside = [int(t) for t in f.track_id[inside]]
+        self._inside = [int(t) for t in f.track_id[self.in_zone(f)]]
         count = len(self._inside)
         return {self.zone.name: {"count": count, "max_count": self.max_count}} if count > self.max_count else {}
 
@@ -293,13 +297,12 @@ class LineCrossing(Rule):
                 self._incidents.pop(track, None)  # an instant: nothing stays open
         # Keep the older entries of tracks not seen clear of the line now and not forgotten (tracks
         # unseen longer than forget_after_s are dropped: bounded memory), then add this frame's.
-        off_line = settled
-        old = ~np.isin(self._ids, ids[off_line]) & (f.t - self._seen <= self.forget_after_s)
-        merged_ids = np.concatenate([self._ids[old], ids[off_line]])
+        old = ~np.isin(self._ids, ids[settled]) & (f.t - self._seen <= self.forget_after_s)
+        merged_ids = np.concatenate([self._ids[old], ids[settled]])
         order = np.argsort(merged_ids, kind="stable")
         self._ids = merged_ids[order]
-        self._points = np.concatenate([self._points[old], points[off_line]])[order]
-        self._seen = np.concatenate([self._seen[old], np.full(int(off_line.sum()), f.t)])[order]
+        self._points = np.concatenate([self._points[old], points[settled]])[order]
+        self._seen = np.concatenate([self._seen[old], np.full(int(settled.sum()), f.t)])[order]
         self._last_counted = {k: t for k, t in self._last_counted.items() if f.t - t < self.cooldown_seconds}
         return events
 

@@ -65,14 +65,17 @@ class Line:
     def side(self, xy: np.ndarray) -> np.ndarray:
         """(N,) sign of each point against the line a→b, in image coordinates (y down): +1 on the
         right-hand side of someone walking from a to b on the image, -1 on the left, 0 on it."""
-        d = self.b - self.a
-        return np.sign(d[0] * (xy[:, 1] - self.a[1]) - d[1] * (xy[:, 0] - self.a[0]))
+        return np.sign(self._cross(xy))
 
     def distance(self, xy: np.ndarray) -> np.ndarray:
         """(N,) signed distance in pixels of each point from the line through a and b: positive on
         the right-hand side (as `side`), negative on the left."""
+        return self._cross(xy) / max(float(np.hypot(*(self.b - self.a))), 1e-9)
+
+    def _cross(self, xy: np.ndarray) -> np.ndarray:
+        """(N,) cross product of a→b with a→point: its sign is the side, over |a→b| the distance."""
         d = self.b - self.a
-        return (d[0] * (xy[:, 1] - self.a[1]) - d[1] * (xy[:, 0] - self.a[0])) / max(float(np.hypot(*d)), 1e-9)
+        return d[0] * (xy[:, 1] - self.a[1]) - d[1] * (xy[:, 0] - self.a[0])
 
     def crossed(self, before: np.ndarray, after: np.ndarray) -> np.ndarray:
         """(N,) +1 where a point moved from the left-hand side of a→b to its right-hand side

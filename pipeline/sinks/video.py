@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pipeline.draw import annotate, draw_detections, draw_header, draw_overlay, fit_into
+from pipeline.draw import annotate, draw_header, fit_into
 from pipeline.frames import FrameResult
 from pipeline.sinks.base import Sink, SinkContext
 from pipeline.sinks.mp4 import VideoFile
@@ -95,9 +95,7 @@ class VideoSink(Sink):
                 cam.fps = 1.0 / dt if cam.fps == 0 else 0.9 * cam.fps + 0.1 / dt
         cam.last_mono = frame.capture_mono
         if frame.image.shape == cam.canvas.shape:
-            np.copyto(cam.canvas, frame.image)
-            draw_overlay(cam.canvas, result)
-            draw_detections(cam.canvas, result)
+            annotate(result, out=cam.canvas)
         else:
             # A directory of images of mixed sizes: one video file has one size, so this frame is
             # drawn at its own size and fitted (letterboxed, black bars) into the file's.

@@ -97,10 +97,20 @@ class Source(ABC):
         return {}
 
 
+def read_or_grab(cap: Any, decode: bool) -> tuple[bool, np.ndarray | None]:
+    """The next frame of an OpenCV capture: decoded to BGR (`read`), or only advanced past (`grab`,
+    which still decodes the stream but skips the BGR conversion and copy) when not `decode`."""
+    if decode:
+        return cap.read()
+    return cap.grab(), None
+
+
 class CaptureStage(Stage):
     """Reads one file-like source as fast as the camera's queue takes frames (`block`: nothing is
     lost), stamps each frame and puts it on the queue. Live sources (cameras, files replayed at
     their rate) use sources.live.LiveCaptureStage instead."""
+
+    is_source = True  # started once every output has opened (see Stage)
 
     def __init__(self, camera_id: str, source: Source, out: BoundedQueue, *, gate: FrameGate | None = None,
                  needs_images: bool = True) -> None:

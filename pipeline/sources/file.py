@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import cv2
-import numpy as np
 
-from pipeline.sources.base import Source, SourceError, SourceFrame, SourceInfo
+from pipeline.sources.base import Source, SourceError, SourceFrame, SourceInfo, read_or_grab
 
 if TYPE_CHECKING:
     from pipeline.config import FileSourceConfig
@@ -66,12 +65,12 @@ class VideoFileSource(Source):
             raise SourceError(f"video {self.path} read before open()")
         if self.max_frames is not None and self._frames_total >= self.max_frames:
             return None
-        ok, image = _next(self._cap, decode)
+        ok, image = read_or_grab(self._cap, decode)
         if not ok and self.loop and self._frames_read > 0:
             log.debug("looping %s after %d frames", self.path, self._frames_read)
             self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
             self._frames_read = 0
-            ok, image = _next(self._cap, decode)
+            ok, image = read_or_grab(self._cap, decode)
         if not ok:
             expected = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT))
             # FFmpeg's count can be off by a frame or two; more than that means the file is cut
@@ -105,10 +104,3 @@ def checked_fps(fps: float, path: Path) -> float:
         return float(fps)
     log.warning("video %s reports %r frames/s, not a plausible rate: timing it at %g frames/s", path, fps, FALLBACK_FPS)
     return FALLBACK_FPS
-
-
-def _next(cap: cv2.VideoCapture, decode: bool) -> tuple[bool, np.ndarray | None]:
-    """The next frame: decoded to BGR, or only advanced past (`grab`) when not `decode`."""
-    if decode:
-        return cap.read()
-    return cap.grab(), None

@@ -21,7 +21,7 @@ import cv2
 
 from pipeline.config.fields import rtsp_url_problem
 from pipeline.redact import mask_url
-from pipeline.sources.base import Source, SourceError, SourceFrame, SourceInfo
+from pipeline.sources.base import Source, SourceError, SourceFrame, SourceInfo, read_or_grab
 
 if TYPE_CHECKING:
     from pipeline.config import RtspSourceConfig
@@ -100,8 +100,7 @@ class RtspSource(Source):
     def read(self, decode: bool = True) -> SourceFrame:
         if self._cap is None:
             raise SourceError(f"{self.masked_url} read before open()")
-        # grab() still decodes (H.264 needs every frame) but skips the BGR conversion and copy.
-        ok, image = self._cap.read() if decode else (self._cap.grab(), None)
+        ok, image = read_or_grab(self._cap, decode)
         if not ok or (decode and image is None):
             raise SourceError(f"{self.masked_url}: no frame within {self.read_timeout_s:g} s or connection lost")
         return SourceFrame(image, self.masked_url, self._cap.get(cv2.CAP_PROP_POS_MSEC))

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import cv2
 
-from pipeline.sources.base import Source, SourceError, SourceFrame, SourceInfo
+from pipeline.sources.base import Source, SourceError, SourceFrame, SourceInfo, read_or_grab
 
 if TYPE_CHECKING:
     from pipeline.config import UsbSourceConfig
@@ -65,7 +65,7 @@ class UsbSource(Source):
     def read(self, decode: bool = True) -> SourceFrame:
         if self._cap is None:
             raise SourceError(f"{self.name} read before open()")
-        ok, image = self._cap.read() if decode else (self._cap.grab(), None)
+        ok, image = read_or_grab(self._cap, decode)
         if not ok or (decode and image is None):
             raise SourceError(f"{self.name}: no frame within {self.read_timeout_s:g} s (unplugged?)")
         return SourceFrame(image, self.name)

@@ -9,17 +9,15 @@ import sys
 import threading
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
 from pipeline.backends import ModelLoadError
 from pipeline.backends.openvino import OpenVINOBackend
 from pipeline.bench_backends import Agreement, match_detections
-from pipeline.frames import Frame
-from pipeline.postprocess.yolo import DecodeParams, YoloDecoder
-from pipeline.preprocess import LetterboxScratch, letterbox_into
+from pipeline.postprocess.yolo import DecodeParams
 from pipeline.slots import SlotRing
+from tests.helpers import detect_images
 
 from conftest import REPO, run_cli
 
@@ -44,24 +42,7 @@ def _has_bf16() -> bool:
 
 def detect(backend, media: Path, names: list[str], batch: int) -> dict:
     """Each image letterboxed into the slot, `batch` at a time, inferred and decoded with NMS."""
-    info = backend.info
-    ring = SlotRing.allocate(2, batch, {info.input.name: (info.input.shape, info.input.dtype)},
-                             {o.name: (o.shape, o.dtype) for o in info.outputs})
-    slot = ring.acquire(threading.Event())
-    scratch = LetterboxScratch(*info.input_hw)
-    decoder = YoloDecoder("yolov8", info.outputs[0].shape, len(info.class_names), DecodeParams(conf=0.25, iou=0.45, max_det=300))
-    results = {}
-    for start in range(0, len(names), batch):
-        frames = []
-        for row, name in enumerate(names[start:start + batch]):
-            image = cv2.imread(str(media / name))
-            frame = Frame("cam", row, image, 0.0, 0.0, name)
-            frame.letterbox, _ = letterbox_into(image, slot.inputs[info.input.name][row], scratch)
-            frames.append(frame)
-        backend.infer(slot, len(frames))
-        for frame, det in zip(frames, decoder.decode(slot.outputs[info.outputs[0].name], frames), strict=True):
-            results[frame.source_name] = det
-    return results
+    return detect_images(backend, media, names, batch, DecodeParams(conf=0.25, iou=0.45, max_det=300))
 
 
 def assert_same_detections(got: dict, ref: dict) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import ConfigError, load_config
+from tests.helpers import only_issue, refuse_to_open
 
 from conftest import run_cli
 
@@ -37,11 +38,6 @@ def write(tmp_path: Path, text: str | bytes) -> Path:
     else:
         path.write_text(text)
     return path
-
-
-def only_issue(info: pytest.ExceptionInfo[ConfigError]):
-    assert len(info.value.issues) == 1, str(info.value)
-    return info.value.issues[0]
 
 
 def test_billion_laughs_is_refused_at_once(tmp_path):
@@ -102,14 +98,7 @@ def test_config_that_is_not_utf8_names_the_line(tmp_path):
 
 def test_unreadable_config_is_a_config_error(tmp_path, monkeypatch):
     path = write(tmp_path, VALID)
-    real_open = Path.open
-
-    def refuse(self, *args, **kwargs):  # chmod 0 does not stop root, who may run the tests
-        if self == path:
-            raise PermissionError(13, "Permission denied", str(self))
-        return real_open(self, *args, **kwargs)
-
-    monkeypatch.setattr(Path, "open", refuse)
+    refuse_to_open(monkeypatch, path)
     with pytest.raises(ConfigError, match=r":1: config: cannot read the config file \(permission denied\)"):
         load_config(path)
 

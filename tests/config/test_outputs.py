@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import ConfigError, check_files, config_from_data, load_config
+from tests.helpers import only_issue
 
 from conftest import run_cli
 
@@ -27,11 +28,6 @@ def site(tmp_path: Path, sinks: str, extra: str = "") -> Path:
         sinks:
         """) + textwrap.dedent(sinks) + textwrap.dedent(extra))
     return path
-
-
-def only_issue(info: pytest.ExceptionInfo[ConfigError]):
-    assert len(info.value.issues) == 1, str(info.value)
-    return info.value.issues[0]
 
 
 @pytest.mark.parametrize(

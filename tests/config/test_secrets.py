@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import ConfigError, config_from_data, load_config
+from tests.helpers import only_issue, refuse_to_open
 
 from conftest import run_cli
 
@@ -41,11 +42,6 @@ def secret_file(tmp_path: Path, content: str | bytes, name: str = "pw") -> Path:
     else:
         path.write_text(content)
     return path
-
-
-def only_issue(info: pytest.ExceptionInfo[ConfigError]):
-    assert len(info.value.issues) == 1, str(info.value)
-    return info.value.issues[0]
 
 
 @pytest.mark.parametrize("ending", ["", "\n", "\n\n", "\r\n"])
@@ -159,14 +155,7 @@ def test_unusable_secret_file(tmp_path, make, message):
 
 def test_unreadable_secret_file(tmp_path, monkeypatch):
     pw = secret_file(tmp_path, SECRET)
-    real_open = Path.open
-
-    def refuse(self, *args, **kwargs):  # chmod 0 does not stop root, who may run the tests
-        if self == pw:
-            raise PermissionError(13, "Permission denied", str(self))
-        return real_open(self, *args, **kwargs)
-
-    monkeypatch.setattr(Path, "open", refuse)
+    refuse_to_open(monkeypatch, pw)
     with pytest.raises(ConfigError, match=r":5: cameras\[0\]\.source\.url: secret file cannot be read \(permission denied\)"):
         load_config(site(tmp_path, "rtsp://admin:${file:secrets/pw}@10.0.0.5/stream"))
 

@@ -5,43 +5,17 @@ tests/fixtures/ultralytics_reference.json was recorded with Ultralytics 8.4.190
 classes, boxes within 1 px, scores within 1e-3."""
 
 import json
-import threading
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
-from pipeline.frames import Frame
-from pipeline.postprocess.yolo import DecodeParams, YoloDecoder
-from pipeline.preprocess import LetterboxScratch, letterbox_into
-from pipeline.slots import SlotRing
+from pipeline.postprocess.yolo import DecodeParams
+from tests.helpers import detect_images
 
 FIXTURE = json.loads((Path(__file__).parent.parent / "fixtures" / "ultralytics_reference.json").read_text())
 IMAGES = list(FIXTURE["images"])
-
-
-def detect(backend, media, names, batch):
-    info = backend.info
-    ring = SlotRing.allocate(2, batch, {info.input.name: (info.input.shape, info.input.dtype)},
-                             {o.name: (o.shape, o.dtype) for o in info.outputs})
-    slot = ring.acquire(threading.Event())
-    scratch = LetterboxScratch(*info.input_hw)
-    decoder = YoloDecoder("yolov8", info.outputs[0].shape, len(info.class_names),
-                          DecodeParams(conf=FIXTURE["conf"], iou=FIXTURE["iou"], max_det=FIXTURE["max_det"]))
-    results = {}
-    for start in range(0, len(names), batch):
-        chunk = names[start : start + batch]
-        frames = []
-        for row, name in enumerate(chunk):
-            image = cv2.imread(str(media / name))
-            f = Frame("cam", row, image, 0.0, 0.0, name)
-            f.letterbox, _ = letterbox_into(image, slot.inputs[info.input.name][row], scratch)
-            frames.append(f)
-        backend.infer(slot, len(chunk))
-        for f, det in zip(frames, decoder.decode(slot.outputs[info.outputs[0].name], frames), strict=True):
-            results[f.source_name] = det
-    return results
+PARAMS = DecodeParams(conf=FIXTURE["conf"], iou=FIXTURE["iou"], max_det=FIXTURE["max_det"])
 
 
 def assert_matches_reference(det, ref, class_names):
@@ -55,13 +29,13 @@ def assert_matches_reference(det, ref, class_names):
 
 @pytest.mark.parametrize("batch", [1, 4])
 def test_same_detections_as_ultralytics(ort_backend, media, batch):
-    results = detect(ort_backend, media, IMAGES, batch)
+    results = detect_images(ort_backend, media, IMAGES, batch, PARAMS)
     for name in IMAGES:
         assert_matches_reference(results[name], FIXTURE["images"][name], ort_backend.info.class_names)
 
 
 def test_bus_has_four_people_and_a_bus(ort_backend, media):
-    det = detect(ort_backend, media, ["bus.jpg"], 1)["bus.jpg"]
+    det = detect_images(ort_backend, media, ["bus.jpg"], 1, PARAMS)["bus.jpg"]
     names = [ort_backend.info.class_names[c] for c in det.class_id.tolist()]
     assert names.count("person") == 4
     assert names.count("bus") == 1

@@ -4,8 +4,6 @@ start. Real model, real video, real processes and signals."""
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
@@ -17,17 +15,14 @@ from pipeline.runner import execute
 from pipeline.stage import GraphFailed
 from tests.helpers import count_video_frames, free_port, wait_for
 
-from conftest import REPO, run_cli
+from conftest import run_cli, start_cli
 
 
 def test_sigkill_keeps_the_video_written_so_far(tmp_path, model_path, media):
     """A crash or power loss (SIGKILL: no handler runs) keeps all but the last fragment (<= 1 s)."""
     out, video = tmp_path / "crowd.jsonl", tmp_path / "crowd.mp4"
-    proc = subprocess.Popen(
-        [sys.executable, str(REPO / "run.py"), "detect", str(media / "crowd_overhead.mp4"), "--model", str(model_path),
-         "--jsonl", str(out), "--video", str(video), "--no-progress"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    proc = start_cli("detect", str(media / "crowd_overhead.mp4"), "--model", str(model_path), "--jsonl", str(out),
+                     "--video", str(video), "--no-progress")
     try:
         assert wait_for(lambda: out.exists() and len(out.read_bytes().splitlines()) >= 80, 90), "no records in 90 s"
     finally:
