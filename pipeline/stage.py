@@ -17,6 +17,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from pipeline.frames import EndOfStream
 from pipeline.metrics import Metrics
@@ -30,6 +31,9 @@ STOP_DEADLINE_S = 2.0
 # How long a drain waits for a camera that is joining the graph (a join takes microseconds; the
 # bound only keeps a drain from hanging on a bug).
 SEAL_LOCK_TIMEOUT_S = 5.0
+# How long the sources wait at start for every output to open (a file, a bound socket). An output
+# that takes longer is logged and the sources start anyway: a slow disk must not stop the watching.
+OUTPUTS_OPEN_TIMEOUT_S = 30.0
 
 
 @dataclass(slots=True)
@@ -90,10 +94,19 @@ class CameraSet:
 
 class Stage(ABC):
     """One thread of the graph. `run` returns when its inputs have ended or `ctx.stop` is set;
-    it raises on failure (the runner catches, records and stops the graph)."""
+    it raises on failure (the runner catches, records and stops the graph).
+
+    At start the runner starts the sources (`is_source`) only once every stage that opens an
+    output (`opened` not None) has set `opened`: an output that cannot be opened (a busy port, a
+    read-only folder) then stops the run before any frame is read, so no other output has written
+    a line and the previous run's files stay as they were.
+    """
+
+    is_source: ClassVar[bool] = False
 
     def __init__(self, name: str) -> None:
         self.name = name
+        self.opened: threading.Event | None = None  # an output stage sets it once its output is open
 
     @abstractmethod
     def run(self, ctx: StageContext) -> None: ...
@@ -173,18 +186,40 @@ class GraphRunner:
         self._stop_requested_at: float | None = None
 
     def start(self) -> None:
-        """Starts one thread per stage."""
+        """Starts one thread per stage: the sources last, once every output has opened (or the
+        graph has stopped: an output failed to open, and then no source starts at all)."""
         if self._started or self._threads:
             raise RuntimeError("GraphRunner.start() called twice")
+        sources = [s for s in self.stages if s.is_source]
         with self._threads_lock:
             self._started = True
-            for stage in self.stages:
-                # daemon: a stage stuck in a native call past the deadline must not keep the process
-                # alive after run() has reported it.
-                t = threading.Thread(target=self._thread_main, args=(stage,), name=stage.name, daemon=True)
-                self._threads.append(t)
-            for t in self._threads:
-                t.start()
+            self._start_threads([s for s in self.stages if not s.is_source])
+        self._await_outputs()
+        if self.ctx.stop.is_set():
+            return
+        with self._threads_lock:
+            self._start_threads(sources)
+
+    def _start_threads(self, stages: list[Stage]) -> None:
+        # daemon: a stage stuck in a native call past the deadline must not keep the process
+        # alive after run() has reported it.
+        threads = [threading.Thread(target=self._thread_main, args=(s,), name=s.name, daemon=True) for s in stages]
+        self._threads.extend(threads)
+        for t in threads:
+            t.start()
+
+    def _await_outputs(self) -> None:
+        """Waits until every output stage has opened its output, the graph stops, or
+        OUTPUTS_OPEN_TIMEOUT_S passes (logged; the sources then start anyway)."""
+        deadline = time.monotonic() + OUTPUTS_OPEN_TIMEOUT_S
+        for stage in self.stages:
+            while stage.opened is not None and not stage.opened.wait(POLL_S):
+                if self.ctx.stop.is_set():
+                    return
+                if time.monotonic() > deadline:
+                    log.warning("%s has not opened its output after %.0f s: starting the sources anyway",
+                                stage.name, OUTPUTS_OPEN_TIMEOUT_S)
+                    return
 
     def add_stage(self, stage: Stage) -> None:
         """Starts one more stage in a running graph (a camera added at run time)."""

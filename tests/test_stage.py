@@ -119,3 +119,56 @@ def test_a_drain_waits_for_a_camera_that_is_joining():
         assert not runner.ctx.sealed.is_set(), "sealed while a camera was joining"
     drain.join(5)
     assert runner.ctx.sealed.is_set() and runner.ctx.drain.is_set()
+
+
+class Output(Stage):
+    """Opens its output after `open_s`, or fails to open it (`fails`), then idles."""
+
+    def __init__(self, name: str, open_s: float = 0.0, fails: bool = False) -> None:
+        super().__init__(name)
+        self.opened = threading.Event()
+        self.open_s, self.fails = open_s, fails
+
+    def run(self, ctx: StageContext) -> None:
+        time.sleep(self.open_s)
+        if self.fails:
+            raise OSError("cannot bind ZeroMQ PUB socket on tcp://127.0.0.1:5555: Address already in use")
+        self.opened.set()
+        while not ctx.stop.wait(0.01):
+            pass
+
+
+class Source(Stage):
+    is_source = True
+
+    def __init__(self, name: str, outputs: list[Output]) -> None:
+        super().__init__(name)
+        self.outputs = outputs
+        self.outputs_open_at_start: bool | None = None
+
+    def run(self, ctx: StageContext) -> None:
+        self.outputs_open_at_start = all(o.opened.is_set() for o in self.outputs)
+        while not ctx.stop.wait(0.01):
+            pass
+
+
+def test_sources_start_once_every_output_is_open():
+    outputs = [Output("fast"), Output("slow", open_s=0.3)]
+    source = Source("capture", outputs)
+    runner = GraphRunner([source, *outputs])
+    runner.start()
+    assert wait_for(lambda: source.outputs_open_at_start is not None, 5)
+    assert source.outputs_open_at_start is True
+    runner.stop()
+    runner.wait()
+
+
+def test_no_source_starts_when_an_output_cannot_be_opened():
+    """A busy port stops the run before any frame is read: no other output has written anything."""
+    outputs = [Output("events"), Output("zmq", open_s=0.1, fails=True)]
+    source = Source("capture", outputs)
+    runner = GraphRunner([source, *outputs])
+    runner.start()
+    with pytest.raises(GraphFailed, match="Address already in use"):
+        runner.wait(timeout=5)
+    assert source.outputs_open_at_start is None, "the source ran although an output had failed to open"

@@ -8,6 +8,7 @@ which cameras reach it, and when, is the graph's job. Each sink class is registe
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -100,10 +101,12 @@ class SinkStage(Stage):
         self.sink = sink
         self.inp = inp
         self.cameras = cameras if isinstance(cameras, CameraSet) else CameraSet(cameras)
+        self.opened = threading.Event()  # the runner starts the sources once every sink is open
 
     def run(self, ctx: StageContext) -> None:
         stats = ctx.metrics.stage(self.name)
         self.sink.open()
+        self.opened.set()
         try:
             for item in consume(self.inp, self.cameras, ctx):
                 if isinstance(item, EndOfStream):

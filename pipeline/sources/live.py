@@ -192,6 +192,8 @@ class LiveCaptureStage(Stage):
     """Keeps one live camera streaming: connects, supervises, reconnects; sends EndOfStream when
     the graph drains, the camera is removed, a file source ends, or it has failed for good."""
 
+    is_source = True  # started once every output has opened (see Stage)
+
     def __init__(self, camera_id: str, make_source: Callable[[], Source], out: BoundedQueue,
                  settings: LiveSettings, rng: random.Random | None = None, *, gate: FrameGate | None = None,
                  needs_images: bool = True) -> None:
