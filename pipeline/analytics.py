@@ -11,13 +11,16 @@ import logging
 import time
 from collections.abc import Callable
 
+import numpy as np
+
+from pipeline.camera_health import CameraWatch
 from pipeline.classes import resolve_classes
 from pipeline.config import CameraConfig, RuleConfig
 from pipeline.frames import EndOfStream, Event, FrameResult, Overlay
 from pipeline.gating import CameraActivity
 from pipeline.queues import BoundedQueue
 from pipeline.rules.debounce import Debouncer
-from pipeline.rules.engine import Count, Dwell, FrameTracks, LineCrossing, Proximity, Rule, RuleEngine, ZoneIntrusion
+from pipeline.rules.engine import Count, Dwell, FrameTracks, LineCrossing, Proximity, Rule, RuleEngine, ZoneIntrusion, ZoneRule
 from pipeline.rules.geometry import Line, Polygon, outside_frame, to_pixels
 from pipeline.stage import Stage, StageContext, consume
 from pipeline.tracking import ByteTracker, TrackerConfig
@@ -79,6 +82,7 @@ class CameraAnalytics:
         self.engine: RuleEngine | None = None
         self.overlay: Overlay | None = None
         self._last: FrameTracks | None = None
+        self.zone_counts: dict[str, int] = {}  # of the last detected frame (see _count_in_zones)
 
     def _build(self, width: int, height: int) -> None:
         cam = self.camera
@@ -120,8 +124,20 @@ class CameraAnalytics:
         self._last = ft
         alerts = self._alerts(engine)
         self.activity.incident_open = bool(alerts)
-        self.activity.track_in_rule_zone = any(rule.occupied(ft) for rule in engine.rules)
+        self.zone_counts = self._count_in_zones(engine, ft)
+        self.activity.track_in_rule_zone = any(self.zone_counts.values())
         return FrameResult(frame, det, result.class_names, alerts, self.overlay), events
+
+    @staticmethod
+    def _count_in_zones(engine: RuleEngine, ft: FrameTracks) -> dict[str, int]:
+        """Tracked objects in each zone that has a rule: those of any of its rules' classes."""
+        inside: dict[str, np.ndarray] = {}
+        for rule in engine.rules:
+            if isinstance(rule, ZoneRule):
+                mask = rule.in_zone(ft)
+                name = rule.zone.name
+                inside[name] = inside[name] | mask if name in inside else mask
+        return {name: int(mask.sum()) for name, mask in inside.items()}
 
     @staticmethod
     def _alerts(engine: RuleEngine) -> tuple[str, ...]:
@@ -155,9 +171,23 @@ class AnalyticsStage(Stage):
 
     def run(self, ctx: StageContext) -> None:
         stats = ctx.metrics.stage(self.name)
+        cam = self.analytics.camera
+        cam_stats = ctx.metrics.camera(cam.id)
+        # A live camera that goes blind is an incident of its own (files cannot go blind).
+        watch = CameraWatch(cam.id, cam.down_after_s, cam_stats) if cam.live else None
+        last_seq = -1
+        counts: dict[str, int] = {}
         # A queue may take both frames and events (the evidence stage): one sentinel each.
         all_routes = list({id(q): q for q in self.frame_routes + self.event_routes}.values())
-        for item in consume(self.inp, [self.analytics.camera.id], ctx):
+
+        def check_health() -> None:
+            event = watch.check(last_seq) if watch is not None else None
+            if event is not None:
+                log.warning("event %s camera=%s (%s)", event.kind, event.camera, event.data)
+                for q in self.event_routes:
+                    q.put(event, ctx.stop)
+
+        for item in consume(self.inp, [cam.id], ctx, on_idle=check_health):
             if isinstance(item, EndOfStream):
                 for event in self.analytics.finish():
                     for q in self.event_routes:
@@ -169,6 +199,11 @@ class AnalyticsStage(Stage):
             stats.ages.add(item.frame.age_ms())
             result, events = self.analytics.process(item)
             stats.add_work(time.perf_counter() - t0, 1)
+            last_seq = item.frame.seq
+            if self.analytics.zone_counts != counts:
+                counts = self.analytics.zone_counts
+                cam_stats.zone_counts = counts  # a new dict: readers see one table or the other
+            check_health()
             for q in self.frame_routes:
                 q.put(result, ctx.stop)
             for event in events:

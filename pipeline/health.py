@@ -58,9 +58,15 @@ def camera_health(metrics: Metrics, now_mono: float | None = None) -> dict[str, 
             "detections_per_s": round(cam.detect_rate.rate(now), 3),
             "skipped": dict(cam.skipped),
             "capacity": "behind" if cam.update_capacity(now) else "ok",
+            "zone_counts": dict(cam.zone_counts),
         }
     healthy = all(c["state"] in (CameraState.STREAMING.value, CameraState.ENDED.value) for c in cameras.values())
-    return {"status": "ok" if healthy else "degraded", "cameras": cameras}
+    # A broker or webhook that is away does not make the box unhealthy (a restart would not bring it
+    # back, and the outbox keeps the events): it is reported beside the status, not in it.
+    sinks = {d.sink: {"state": d.state, "state_reason": d.state_reason, "backlog": d.backlog, "sent": d.sent,
+                      "failed": d.failed, "retries": d.retries, "dropped": d.dropped, "expired": d.expired}
+             for d in metrics.deliveries()}
+    return {"status": "ok" if healthy else "degraded", "cameras": cameras, "sinks": sinks}
 
 
 class _Collector:
@@ -118,6 +124,13 @@ class _Collector:
                 p50, p99 = cam.output_ages.percentiles(50, 99)
                 age.add_metric([cid, "0.5"], p50 / 1000.0)
                 age.add_metric([cid, "0.99"], p99 / 1000.0)
+        zone_count = GaugeMetricFamily("vigil_zone_count", "Objects in each zone that has a rule (last detected frame)",
+                                       labels=["camera", "zone"])
+        for cam in self.metrics.cameras():
+            for zone, count in dict(cam.zone_counts).items():
+                zone_count.add_metric([cam.camera_id, zone], count)
+        yield zone_count
+        yield from self._deliveries()
         busy = CounterMetricFamily("vigil_stage_busy_seconds", "Time each stage spent working", labels=["stage"])
         items = CounterMetricFamily("vigil_stage_items", "Items each stage processed", labels=["stage"])
         for st in self.metrics.stages():
@@ -125,6 +138,26 @@ class _Collector:
             items.add_metric([st.name], st.items)
         yield from (state, up, frames_in, frames_out, drops, reconnects, fps_in, fps_out, last_age, age, detections, det_rate,
                     det_asked, skipped, behind, busy, items)
+
+
+    def _deliveries(self) -> Iterator[Metric]:
+        """The network sinks (mqtt, webhook): connection, backlog in the outbox, outcomes."""
+        connected = GaugeMetricFamily("vigil_sink_connected", "1 while the sink's server confirms deliveries", labels=["sink"])
+        backlog = GaugeMetricFamily("vigil_sink_backlog", "Events waiting in the outbox for the sink", labels=["sink"])
+        sent = CounterMetricFamily("vigil_sink_sent", "Events the server confirmed", labels=["sink"])
+        failed = CounterMetricFamily("vigil_sink_failed", "Events the server refused for good (not retried)", labels=["sink"])
+        retries = CounterMetricFamily("vigil_sink_retries", "Delivery attempts that failed and were retried", labels=["sink"])
+        dropped = CounterMetricFamily("vigil_sink_dropped", "Events that fell out of the outbox, by reason (full, expired)",
+                                      labels=["sink", "reason"])
+        for d in self.metrics.deliveries():
+            connected.add_metric([d.sink], 1.0 if d.state == "connected" else 0.0)
+            backlog.add_metric([d.sink], d.backlog)
+            sent.add_metric([d.sink], d.sent)
+            failed.add_metric([d.sink], d.failed)
+            retries.add_metric([d.sink], d.retries)
+            dropped.add_metric([d.sink, "full"], d.dropped)
+            dropped.add_metric([d.sink, "expired"], d.expired)
+        yield from (connected, backlog, sent, failed, retries, dropped)
 
 
 class HealthServer:

@@ -168,6 +168,9 @@ class CameraMetrics:
         # The last state changes, (monotonic time, state, reason): a stall that lasted a moment
         # before the reconnect is still on record.
         self.history: collections.deque[tuple[float, CameraState, str]] = collections.deque(maxlen=32)
+        # Objects in each zone that has a rule (the rules' classes), from the last detected frame;
+        # replaced, never changed in place, so readers on other threads see whole tables.
+        self.zone_counts: dict[str, int] = {}
 
     def reset_for_restart(self) -> None:
         """A camera (re)added at run time: its counters go on, its source's properties do not."""
@@ -266,15 +269,52 @@ class CameraSummary:
     skipped: dict[str, int] = dataclasses.field(default_factory=dict)  # by the gate, by reason
 
 
+class DeliveryMetrics:
+    """One network sink's delivery (mqtt, webhook): its connection and its backlog in the outbox.
+
+    Args:
+        sink: the sink's name.
+    """
+
+    def __init__(self, sink: str) -> None:
+        self.sink = sink
+        self.state = "connecting"  # connecting | connected | disconnected | retrying
+        self.state_reason = ""
+        self.backlog = 0  # messages waiting in the outbox (refreshed by the delivery thread)
+        self.sent = 0  # confirmed by the server (PUBACK, HTTP 2xx)
+        self.failed = 0  # refused for good (HTTP 4xx other than 408/429): not retried
+        self.retries = 0  # attempts that failed and will be retried
+        self.dropped = 0  # fell out of the outbox: over max_mb
+        self.expired = 0  # fell out of the outbox: older than max_age_s
+
+    def set_state(self, state: str, reason: str = "") -> None:
+        """Records a connection state change; logs it once per change (a warning when it is lost)."""
+        if state == self.state and reason == self.state_reason:
+            return
+        previous, self.state, self.state_reason = self.state, state, mask_url(reason)
+        if state != previous:
+            level = logging.INFO if state == "connected" else logging.WARNING
+            log.log(level, "sink %s: %s -> %s%s", self.sink, previous, state, f" ({self.state_reason})" if reason else "")
+
+
 class Metrics:
-    """The registry of a run's StageMetrics and CameraMetrics, created on first use by name or id,
-    and the summaries made from them."""
+    """The registry of a run's StageMetrics, CameraMetrics and DeliveryMetrics, created on first
+    use by name or id, and the summaries made from them."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._stages: dict[str, StageMetrics] = {}
         self._cameras: dict[str, CameraMetrics] = {}
+        self._deliveries: dict[str, DeliveryMetrics] = {}
         self.started_mono = time.monotonic()
+
+    def delivery(self, sink: str) -> DeliveryMetrics:
+        with self._lock:
+            return self._deliveries.setdefault(sink, DeliveryMetrics(sink))
+
+    def deliveries(self) -> list[DeliveryMetrics]:
+        with self._lock:
+            return list(self._deliveries.values())
 
     def stage(self, name: str) -> StageMetrics:
         with self._lock:

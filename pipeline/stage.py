@@ -112,14 +112,16 @@ class Stage(ABC):
     def run(self, ctx: StageContext) -> None: ...
 
 
-def consume(inp: BoundedQueue, cameras: CameraSet | Iterable[str], ctx: StageContext) -> Iterator[object]:
+def consume(inp: BoundedQueue, cameras: CameraSet | Iterable[str], ctx: StageContext,
+            on_idle: Callable[[], None] | None = None) -> Iterator[object]:
     """Yields what arrives on `inp` until every camera in `cameras` has sent its EndOfStream (the
     sentinels are yielded too, so the stage can pass them on) and, for a CameraSet that can grow,
     the graph is sealed. Raises Stopped when the graph stops.
 
     A camera leaves `cameras` only once the stage has *handled* its sentinel (asked for the next
     item): until then the stage may still be finishing the camera's clips or files, or passing the
-    sentinel on, and whoever waits for the camera to be gone (a removal, a restart) must wait too."""
+    sentinel on, and whoever waits for the camera to be gone (a removal, a restart) must wait too.
+    `on_idle` is called each time nothing arrives for POLL_S (work that is due without input)."""
     active = cameras if isinstance(cameras, CameraSet) else CameraSet(cameras)
     while not active.finished():
         if ctx.stop.is_set():
@@ -127,6 +129,8 @@ def consume(inp: BoundedQueue, cameras: CameraSet | Iterable[str], ctx: StageCon
         try:
             item = inp.get(POLL_S)
         except queue.Empty:
+            if on_idle is not None:
+                on_idle()
             continue
         yield item
         if isinstance(item, EndOfStream):

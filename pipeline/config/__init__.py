@@ -42,6 +42,8 @@ from pipeline.config.schema import (
     MetricsConfig,
     ModelConfig,
     MotionConfig,
+    MqttSinkConfig,
+    OutboxConfig,
     PipelineConfig,
     QueueConfig,
     ReconnectConfig,
@@ -53,6 +55,7 @@ from pipeline.config.schema import (
     UsbSourceConfig,
     VideoSinkConfig,
     VigilConfig,
+    WebhookSinkConfig,
     ZmqSinkConfig,
 )
 
@@ -111,6 +114,9 @@ __all__ = [
     "VideoSinkConfig",
     "ZmqSinkConfig",
     "EventsSinkConfig",
+    "MqttSinkConfig",
+    "WebhookSinkConfig",
+    "OutboxConfig",
     "EvidenceConfig",
     "PipelineConfig",
     "MetricsConfig",

@@ -19,7 +19,14 @@ from typing import Any
 
 from pipeline.config.errors import ConfigIssue, LoadedConfig, did_you_mean, format_path
 from pipeline.config.rules import LineCrossingRule
-from pipeline.config.schema import FileSourceConfig, ImagesSourceConfig, VideoSinkConfig, ZmqSinkConfig
+from pipeline.config.schema import (
+    FileSourceConfig,
+    ImagesSourceConfig,
+    MqttSinkConfig,
+    VideoSinkConfig,
+    WebhookSinkConfig,
+    ZmqSinkConfig,
+)
 from pipeline.paths import SHARED_ENV
 
 Key = tuple[Any, ...]
@@ -90,6 +97,15 @@ def cross_check(loaded: LoadedConfig) -> list[ConfigIssue]:
             if sink.endpoint in outputs:
                 issues.append(loaded.issue(("sinks", i, "endpoint"), f"same endpoint as sinks[{outputs[sink.endpoint]}]: {sink.endpoint}"))
             outputs.setdefault(sink.endpoint, i)
+            continue
+        if isinstance(sink, MqttSinkConfig | WebhookSinkConfig):
+            # The backlog in the outbox is named after the destination: two sinks of one name would share it.
+            field, key = ("client_id", f"mqtt:{sink.client_id}@{sink.host}:{sink.port}") if isinstance(sink, MqttSinkConfig) \
+                else ("url", f"webhook:{sink.url}")
+            if key in outputs:
+                issues.append(loaded.issue(("sinks", i, field), f"same destination as sinks[{outputs[key]}]"
+                                           + (" (give each a client_id of its own)" if field == "client_id" else "")))
+            outputs.setdefault(key, i)
             continue
         cameras = len(cfg.sink_cameras(sink))
         if isinstance(sink, VideoSinkConfig) and cameras > 1 and "{camera}" not in str(sink.path):

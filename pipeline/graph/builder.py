@@ -20,6 +20,7 @@ from pipeline.graph.camera import Camera, CameraLifecycle, CameraWiring
 from pipeline.graph.lanes import ModelLane, SinkLane
 from pipeline.graph.models import LoadedModel, camera_class_issues, load_models
 from pipeline.graph.reload import ReloadReport, apply_reload
+from pipeline.outbox import SharedOutbox
 from pipeline.queues import BoundedQueue, QueuePolicy
 from pipeline.sinks import Sink, SinkContext, create_sink
 from pipeline.stage import CameraSet, GraphRunner, Stage, StageContext
@@ -84,8 +85,9 @@ class Graph:
         sealed = self.ctx.sealed
         with_rules = {c.id for c in cfg.cameras if c.rules}
         sinks: list[SinkLane] = []
+        outbox = SharedOutbox(cfg.outbox.path, cfg.outbox.max_mb, cfg.outbox.max_age_s)  # opened by the first network sink
         for index, sink_cfg in enumerate(cfg.sinks):
-            sink = create_sink(sink_cfg, SinkContext(self.ctx.metrics))
+            sink = create_sink(sink_cfg, SinkContext(self.ctx.metrics, outbox))
             if not sink.wants_frames and not self.reloadable and not with_rules.intersection(cfg.sink_cameras(sink_cfg)):
                 log.warning("sink %s gets no events: none of its cameras has rules", sink.name)
             queue = BoundedQueue(sink.name, cfg.pipeline.queue_size, QueuePolicy.BLOCK)

@@ -1,5 +1,5 @@
 """Outputs, each in its own stage thread: per-frame JSON Lines, annotated video, and rule events
-over ZeroMQ or as JSON Lines.
+over ZeroMQ, as JSON Lines, or through the durable outbox to MQTT and webhooks.
 
 `SINKS` maps a sink config's `type` to its class. Adding a sink is one module with a `Sink`
 subclass (and its `from_config`), one line here, and its pydantic model in `config/schema.py`
@@ -14,6 +14,8 @@ SINKS: Registry[Sink] = Registry("sink", {
     "video": "pipeline.sinks.video:VideoSink",
     "zmq": "pipeline.sinks.events:ZmqEventSink",
     "events": "pipeline.sinks.events:EventsJsonlSink",
+    "mqtt": "pipeline.sinks.mqtt:MqttSink",
+    "webhook": "pipeline.sinks.webhook:WebhookSink",
 })
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from pipeline.frames import EndOfStream, Event, FrameResult
 from pipeline.metrics import Metrics
+from pipeline.outbox import SharedOutbox
 from pipeline.queues import BoundedQueue
 from pipeline.stage import CameraSet, Stage, StageContext, consume
 
@@ -28,9 +29,11 @@ class SinkContext:
 
     Args:
         metrics: the graph's counters (e.g. a camera's source fps, for a video file's rate).
+        outbox: the graph's outbox, for the sinks that deliver over the network (mqtt, webhook).
     """
 
     metrics: Metrics
+    outbox: SharedOutbox | None = None
 
 
 class Sink(ABC):
