@@ -32,7 +32,6 @@ class CameraWatch:
         self.camera_id = camera_id
         self.down_after_s = down_after_s
         self.stats = stats
-        self._blind_since_mono: float | None = None  # first seen not streaming
         self._down: Event | None = None  # the open camera_down incident
         self._next_check = 0.0
 
@@ -48,15 +47,12 @@ class CameraWatch:
             return None
         self._next_check = now + CHECK_EVERY_S
         state = self.stats.state
-        if state in _NOT_WATCHING:
-            self._blind_since_mono = None
+        blind_since = self.stats.blind_since_mono
+        if state in _NOT_WATCHING or blind_since is None:
             if self._down is not None and state is CameraState.STREAMING:
                 return self._restored(seq, now)
             return None
-        if self._blind_since_mono is None:
-            # The state may have changed before we looked (we look every CHECK_EVERY_S at most).
-            self._blind_since_mono = min(now, self.stats.state_since_mono)
-        blind_s = now - self._blind_since_mono
+        blind_s = now - blind_since
         if self._down is None and blind_s >= self.down_after_s:
             wall = time.time()
             self._down = Event(

@@ -164,6 +164,9 @@ class CameraMetrics:
         self._capacity_checked_mono = 0.0
         self.state = CameraState.STARTING
         self.state_since_mono = time.monotonic()
+        # Since when the camera has been without a picture (not streaming, not ended); None while
+        # it streams. Survives reason-only changes and stall → reconnect → stall cycles.
+        self.blind_since_mono: float | None = self.state_since_mono
         self.state_reason = ""  # why it is in this state (masked: never a credential)
         # The last state changes, (monotonic time, state, reason): a stall that lasted a moment
         # before the reconnect is still on record.
@@ -186,6 +189,10 @@ class CameraMetrics:
         self.state_since_mono = time.monotonic()
         if state is previous:
             return
+        if state in (CameraState.STREAMING, CameraState.ENDED):
+            self.blind_since_mono = None
+        elif self.blind_since_mono is None:
+            self.blind_since_mono = self.state_since_mono
         self.history.append((self.state_since_mono, state, reason))
         level = logging.WARNING if state in (CameraState.STALLED, CameraState.FROZEN, CameraState.FAILED) or (
             previous is CameraState.STREAMING and state is CameraState.RECONNECTING) else logging.INFO

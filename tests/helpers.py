@@ -139,3 +139,30 @@ def detect_images(backend, media: Path, names: list[str], batch: int, params) ->
         for frame, det in zip(frames, decoder.decode(slot.outputs[info.outputs[0].name], frames), strict=True):
             results[frame.source_name] = det
     return results
+
+
+class Running:
+    """execute() in a thread, as `run` does in the main thread; drain() ends it."""
+
+    def __init__(self, graph, **kw) -> None:
+        self.graph = graph
+        self.summary = None
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, kwargs=kw, daemon=True)
+        self._thread.start()
+
+    def _main(self, **kw) -> None:
+        from pipeline.runner import execute  # imported here: most helpers need no graph
+
+        try:
+            self.summary = execute(self.graph, handle_signals=False, **kw)
+        except BaseException as exc:  # noqa: BLE001
+            self.error = exc
+
+    def finish(self, timeout: float = 60.0):
+        self.graph.runner.drain()
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), f"still running: {self.graph.runner.alive()}"
+        if self.error is not None:
+            raise self.error
+        return self.summary

@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -21,8 +20,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from pipeline.config import ConfigError, load_config
 from pipeline.graph import build_graph
 from pipeline.metrics import CameraState
-from pipeline.runner import Reloader, execute
-from tests.helpers import free_port, read_jsonl, wait_for
+from pipeline.runner import Reloader
+from tests.helpers import Running, free_port, read_jsonl, wait_for
 from tests.tools.rtsp import RtspServer, need_rtsp_server
 
 REPO = Path(__file__).resolve().parent.parent
@@ -35,31 +34,6 @@ def get_json(url: str) -> dict:
             return json.loads(r.read())
     except OSError:
         return {}
-
-
-class Running:
-    """execute() in a thread, as `run` does in the main thread; drain() ends it."""
-
-    def __init__(self, graph, **kw) -> None:
-        self.graph = graph
-        self.summary = None
-        self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._main, kwargs=kw, daemon=True)
-        self._thread.start()
-
-    def _main(self, **kw) -> None:
-        try:
-            self.summary = execute(self.graph, handle_signals=False, **kw)
-        except BaseException as exc:  # noqa: BLE001
-            self.error = exc
-
-    def finish(self, timeout: float = 30.0):
-        self.graph.runner.drain()
-        self._thread.join(timeout)
-        assert not self._thread.is_alive(), f"still running: {self.graph.runner.alive()}"
-        if self.error is not None:
-            raise self.error
-        return self.summary
 
 
 @pytest.fixture

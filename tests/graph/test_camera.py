@@ -8,33 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pipeline.config import load_config
-from pipeline.graph import Graph, build_graph
-from pipeline.runner import execute
+from pipeline.graph import build_graph
 from pipeline.stage import CameraSet
-from tests.helpers import count_video_frames, read_jsonl, wait_for
-
-
-class Running:
-    """execute() on a thread (as `run` does on the main one); `finish` drains it."""
-
-    def __init__(self, graph: Graph) -> None:
-        self.graph = graph
-        self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._main, daemon=True)
-        self._thread.start()
-
-    def _main(self) -> None:
-        try:
-            execute(self.graph, handle_signals=False)
-        except BaseException as exc:  # noqa: BLE001 - re-raised by finish()
-            self.error = exc
-
-    def finish(self, timeout: float = 60.0) -> None:
-        self.graph.runner.drain()
-        self._thread.join(timeout)
-        assert not self._thread.is_alive(), f"still running: {self.graph.runner.alive()}"
-        if self.error is not None:
-            raise self.error
+from tests.helpers import Running, count_video_frames, read_jsonl, wait_for
 
 
 def rule_camera_config(path: Path, media: Path, model_path: Path, evidence: Path, clear_seconds: float) -> Path:
