@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.config import ConfigIssue, LoadedConfig, VideoSinkConfig
+from pipeline.config import ConfigIssue, LoadedConfig, MqttSinkConfig, VideoSinkConfig, WebhookSinkConfig
 from pipeline.sinks.jsonl import STDOUT
 from pipeline.sinks.mp4 import VideoFile
 from pipeline.sources import SourceError, create_source
@@ -97,7 +97,7 @@ def check_outputs(loaded: LoadedConfig) -> list[ConfigIssue]:
         loaded: the config.
 
     Returns:
-        The problems, at `sinks[i].path` or `evidence.dir`.
+        The problems, at `sinks[i].path`, `outbox.path` (with a network sink) or `evidence.dir`.
     """
     cfg = loaded.config
     issues: list[ConfigIssue] = []
@@ -113,6 +113,10 @@ def check_outputs(loaded: LoadedConfig) -> list[ConfigIssue]:
         problem = next((p for p in map(_file_problem, cfg.sink_paths(sink)) if p is not None), None)
         if problem is not None:
             issues.append(loaded.issue(("sinks", i, "path"), problem))
+    if any(isinstance(sink, MqttSinkConfig | WebhookSinkConfig) for sink in cfg.sinks):
+        problem = _file_problem(Path(cfg.outbox.path))
+        if problem is not None:
+            issues.append(loaded.issue(("outbox", "path"), problem))
     if cfg.evidence is not None:
         problem = _folder_problem(Path(cfg.evidence.dir))
         if problem is not None:

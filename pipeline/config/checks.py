@@ -180,6 +180,12 @@ def check_files(loaded: LoadedConfig) -> list[ConfigIssue]:
             issues.append(loaded.issue(("models", i, "path"),
                                        f"model file not found: {model.path} (put the ONNX file there, or set {SHARED_ENV} "
                                        f"to the folder holding models/)"))
+    for i, sink in enumerate(loaded.config.sinks):
+        if isinstance(sink, MqttSinkConfig):
+            for field in ("ca", "cert", "key"):
+                path = getattr(sink, field)
+                if path is not None and not path.is_file():
+                    issues.append(loaded.issue(("sinks", i, field), f"TLS file not found: {path}"))
     return issues + _outputs_linked_to_inputs(loaded)
 
 

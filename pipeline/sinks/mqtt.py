@@ -83,8 +83,8 @@ class MqttSink(OutboxSink):
         cfg = self.config
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cfg.client_id, clean_session=True,
                              protocol=mqtt.MQTTv311)
-        if cfg.username is not None:
-            client.username_pw_set(cfg.username, cfg.password)
+        if cfg.username:  # an empty ${MQTT_USER:-} means no authentication
+            client.username_pw_set(cfg.username, cfg.password or None)
         if cfg.ca is not None:
             client.tls_set(ca_certs=str(cfg.ca), certfile=str(cfg.cert) if cfg.cert else None,
                            keyfile=str(cfg.key) if cfg.key else None)
