@@ -19,14 +19,8 @@ from typing import Any
 
 from pipeline.config.errors import ConfigIssue, LoadedConfig, did_you_mean, format_path
 from pipeline.config.rules import LineCrossingRule
-from pipeline.config.schema import (
-    FileSourceConfig,
-    ImagesSourceConfig,
-    MqttSinkConfig,
-    VideoSinkConfig,
-    WebhookSinkConfig,
-    ZmqSinkConfig,
-)
+from pipeline.config.schema import FileSourceConfig, ImagesSourceConfig
+from pipeline.config.sinks import MqttSinkConfig, VideoSinkConfig, WebhookSinkConfig, ZmqSinkConfig
 from pipeline.paths import SHARED_ENV
 
 Key = tuple[Any, ...]
@@ -85,6 +79,14 @@ def cross_check(loaded: LoadedConfig) -> list[ConfigIssue]:
         if model.id not in used:
             issues.append(loaded.issue(("models", i, "id"),
                                        f"model {model.id!r} is fed by no camera (set model: {model.id} on a camera, or remove it)"))
+    if any(isinstance(sink, MqttSinkConfig) for sink in cfg.sinks):
+        # PREFIX/CAMERA/ZONE/count would read as PREFIX/CAMERA/events/RULE for a rule named `count`.
+        for i, cam in enumerate(cfg.cameras):
+            for j, zone in enumerate(cam.zones):
+                if zone.id == "events":
+                    issues.append(loaded.issue(("cameras", i, "zones", j, "id"),
+                                               "a zone may not be named 'events' with an mqtt sink: its count topic "
+                                               f"{cam.id}/events/count would look like the events of a rule 'count'"))
     outputs: dict[str, int] = {}
     for i, sink in enumerate(cfg.sinks):
         for j, cam_id in enumerate(sink.cameras or []):

@@ -14,8 +14,9 @@ import threading
 import time
 from abc import abstractmethod
 
+from pipeline.delivery import DeliveryMetrics
 from pipeline.frames import Event, FrameResult
-from pipeline.metrics import DeliveryMetrics, Metrics
+from pipeline.metrics import Metrics
 from pipeline.outbox import Outbox, OutboxError, SharedOutbox
 from pipeline.sinks.base import Sink
 
@@ -56,6 +57,7 @@ class OutboxSink(Sink):
         self.stopping = threading.Event()
         self.wake = threading.Event()  # set by each append: the delivery thread looks at once
         self._thread: threading.Thread | None = None
+        self._not_kept = 0  # events the outbox refused to store (a full disk): part of stats.dropped
 
     @property
     def outbox(self) -> Outbox:
@@ -95,6 +97,7 @@ class OutboxSink(Sink):
             self.outbox.append(self.key, event.camera, self.topic(event), event_payload(event))
         except OutboxError as exc:
             # Watching goes on; the event cannot be kept for this sink (a full disk).
+            self._not_kept += 1
             self.stats.dropped += 1
             log.error("sink %s: event %s %s of camera %s not kept: %s", self.name, event.kind, event.rule, event.camera, exc)
             return
@@ -105,7 +108,7 @@ class OutboxSink(Sink):
         """Re-reads the backlog size and the outbox's drop counters into the metrics."""
         box = self.outbox
         self.stats.backlog = box.backlog(self.key)
-        self.stats.dropped = box.dropped[self.key]
+        self.stats.dropped = box.dropped[self.key] + self._not_kept
         self.stats.expired = box.expired[self.key]
 
     def flushed(self) -> bool:
