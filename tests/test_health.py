@@ -68,6 +68,41 @@ def test_healthz_and_metrics_over_http():
     assert camera_health(metrics)["cameras"]["dock"]["frames_in"] == 10
 
 
+def test_network_sinks_and_zone_counts_in_healthz_and_metrics():
+    """A broker that is away is reported beside the status (the box stays `ok`), with its backlog."""
+    metrics = Metrics()
+    metrics.camera("dock").set_state(CameraState.STREAMING)
+    metrics.camera("dock").zone_counts = {"loading_bay": 2}
+    mqtt = metrics.delivery("mqtt:vigil@broker:1883")
+    mqtt.set_state("disconnected", "connection refused")
+    mqtt.backlog, mqtt.sent, mqtt.dropped, mqtt.expired = 7, 40, 3, 1
+    hook = metrics.delivery("webhook:http://hooks.local/x")
+    hook.set_state("connected")
+    hook.sent, hook.failed, hook.retries = 12, 1, 4
+    server = HealthServer(metrics, port=0).start()
+    try:
+        health = json.loads(urllib.request.urlopen(f"{server.url}/healthz", timeout=5).read())
+        text = urllib.request.urlopen(f"{server.url}/metrics", timeout=5).read().decode()
+    finally:
+        server.close()
+    assert health["status"] == "ok"
+    assert health["sinks"]["mqtt:vigil@broker:1883"] == {
+        "state": "disconnected", "state_reason": "connection refused", "backlog": 7, "sent": 40, "failed": 0,
+        "retries": 0, "dropped": 3, "expired": 1}
+    assert health["cameras"]["dock"]["zone_counts"] == {"loading_bay": 2}
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for f in text_string_to_metric_families(text) for s in f.samples}
+    assert samples[("vigil_sink_connected", (("sink", "mqtt:vigil@broker:1883"),))] == 0.0
+    assert samples[("vigil_sink_connected", (("sink", "webhook:http://hooks.local/x"),))] == 1.0
+    assert samples[("vigil_sink_backlog", (("sink", "mqtt:vigil@broker:1883"),))] == 7.0
+    assert samples[("vigil_sink_sent_total", (("sink", "webhook:http://hooks.local/x"),))] == 12.0
+    assert samples[("vigil_sink_failed_total", (("sink", "webhook:http://hooks.local/x"),))] == 1.0
+    assert samples[("vigil_sink_retries_total", (("sink", "webhook:http://hooks.local/x"),))] == 4.0
+    assert samples[("vigil_sink_dropped_total", (("reason", "full"), ("sink", "mqtt:vigil@broker:1883")))] == 3.0
+    assert samples[("vigil_sink_dropped_total", (("reason", "expired"), ("sink", "mqtt:vigil@broker:1883")))] == 1.0
+    assert samples[("vigil_zone_count", (("camera", "dock"), ("zone", "loading_bay")))] == 2.0
+
+
 def test_log_filter_masks_credentials_in_any_record():
     record = logging.LogRecord("x", logging.ERROR, __file__, 1, "cannot open %s", ("rtsp://u:pw@h/s",), None)
     RedactingFilter().filter(record)
