@@ -6,12 +6,15 @@
 2. MqttSink against a local Mosquitto broker started here: --events events written from one
    thread as fast as it goes, then waited for until the broker has PUBACKed them all; appends/s,
    confirmed/s and the time to drain the backlog once the last append returned.
-3. The real pipeline on crowd_overhead.mp4 (non-realtime, --frames frames), twice: without and
-   with an mqtt sink, after an unmeasured warm-up run. A zone rule over the whole frame (min/clear/cooldown 0, --update-seconds)
-   makes events at roughly 100/s; both runs have it and an events JSONL sink, so the mqtt sink is
-   the only difference. Prints the events/s reached, the fps of both runs and their ratio.
+3. The real pipeline in this process on crowd_overhead.mp4 (non-realtime, --frames frames)
+   without and with an mqtt sink, --repeats times each in A B B A order, after an unmeasured
+   warm-up run. A zone rule over the whole frame (min/clear/cooldown 0) with an `update` every k
+   frames per person makes about --rate events/s (k is chosen from the warm-up run's event rate,
+   or set --update-seconds); every run has it and an events JSONL sink, so the mqtt
+   sink is the only difference. Prints the events/s reached (events in the JSONL / run seconds),
+   each run's fps and CPU ms per frame, the medians and the fps ratio.
 
-    .venv/bin/python benchmarks/outbox_bench.py [--events 2000] [--frames 300] [--update-seconds 0.1]
+    .venv/bin/python benchmarks/outbox_bench.py [--events 2000] [--frames 300] [--rate 100] [--repeats 2]
 """
 
 from __future__ import annotations
@@ -26,13 +29,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from pipeline.config import config_from_data  # noqa: E402 - after the path set-up above
-from pipeline.config.schema import MqttSinkConfig  # noqa: E402
+from pipeline.config import MqttSinkConfig, config_from_data  # noqa: E402 - after the path set-up above
 from pipeline.frames import Event  # noqa: E402
 from pipeline.graph import build_graph  # noqa: E402
 from pipeline.metrics import Metrics  # noqa: E402
@@ -45,6 +48,7 @@ from pipeline.sinks.network import event_payload  # noqa: E402
 MOSQUITTO_PATHS = ("/usr/sbin/mosquitto", "/usr/bin/mosquitto")
 WHOLE_FRAME = [[0, 0], [1, 0], [1, 1], [0, 1]]
 DRAIN_TIMEOUT_S = 120.0
+VIDEO = shared_dir() / "media" / "crowd_overhead.mp4"
 
 
 # ------------------------------------------------------------------------------------- helpers
@@ -186,7 +190,7 @@ def pipeline_config(out: Path, frames: int, update_s: float, mqtt_port: int | No
     rule = {"id": "on_floor", "type": "zone_intrusion", "zone": "all", "classes": ["person"],
             "min_seconds": 0, "clear_seconds": 0, "cooldown_seconds": 0, "update_seconds": update_s}
     cam = {"id": "crowd", "model": "m",
-           "source": {"type": "file", "path": str(shared_dir() / "media" / "crowd_overhead.mp4"), "realtime": False,
+           "source": {"type": "file", "path": str(VIDEO), "realtime": False,
                       "max_frames": frames},
            "zones": [{"id": "all", "units": "normalized", "points": WHOLE_FRAME}], "rules": [rule]}
     sinks: list[dict] = [{"type": "events", "path": str(out / "events.jsonl")}]
@@ -196,30 +200,70 @@ def pipeline_config(out: Path, frames: int, update_s: float, mqtt_port: int | No
             "outbox": {"path": str(out / "outbox.db"), "max_mb": 100, "max_age_s": 86400}}
 
 
-def bench_pipeline(work: Path, port: int, frames: int, update_s: float, warmup: int) -> None:
-    """The same run without and with the mqtt sink, after an unmeasured warm-up run."""
-    if warmup > 0:  # the first run in a process is slower (the video's pages, onnxruntime's first calls)
+def count_lines(path: Path) -> int:
+    with open(path) as f:
+        return sum(1 for line in f if line.strip())
+
+
+def calibrate(work: Path, frames: int, rate: float) -> tuple[float, str]:
+    """An unmeasured warm-up run (the first run in a process is slower: the video's pages,
+    onnxruntime's first calls) with an update on every frame; returns the update_seconds that
+    makes about `rate` events/s at that speed (an update every k frames), and what it measured."""
+    out = work / "warmup"
+    out.mkdir()
+    summary = execute(build_graph(config_from_data(pipeline_config(out, frames, 1e-3, None), origin="benchmark", base_dir=out)),
+                      handle_signals=False)
+    per_s = count_lines(out / "events.jsonl") / summary.seconds
+    cap = cv2.VideoCapture(str(VIDEO))
+    video_fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+    cap.release()
+    k = max(1, round(per_s / rate))
+    note = (f"warm-up: {summary.frames_out} frames at {summary.fps:.2f} fps, {per_s:.0f} events/s with an update every frame "
+            f"-> an update every {k} frame(s) for ~{rate:g} events/s")
+    return (k - 0.5) / video_fps, note
+
+
+def bench_pipeline(work: Path, port: int, frames: int, update_s: float | None, rate: float, warmup: int, repeats: int) -> None:
+    """The same run without and with the mqtt sink (`repeats` times each), after an unmeasured warm-up run."""
+    note = ""
+    if update_s is None:
+        update_s, note = calibrate(work, warmup, rate)
+    elif warmup > 0:
         out = work / "warmup"
         out.mkdir()
         execute(build_graph(config_from_data(pipeline_config(out, warmup, update_s, None), origin="benchmark", base_dir=out)),
                 handle_signals=False)
     rows = []
-    for name, mqtt_port in (("no mqtt", None), ("mqtt", port)):
-        out = work / name.replace(" ", "_")
-        out.mkdir()
-        graph = build_graph(config_from_data(pipeline_config(out, frames, update_s, mqtt_port), origin="benchmark", base_dir=out))
-        summary = execute(graph, handle_signals=False)
-        with open(out / "events.jsonl") as f:
-            events = sum(1 for line in f if line.strip())
-        delivery = graph.ctx.metrics.deliveries() if mqtt_port is not None else []
-        sent = f"{delivery[0].sent} confirmed, {delivery[0].backlog} left" if delivery else "-"
-        rows.append((name, summary.frames_out, summary.seconds, summary.fps, events, sent))
+    order = [("no mqtt", None), ("mqtt", port)]
+    for rep in range(repeats):  # A B B A ...: a drift of the machine's speed hits both alike
+        for name, mqtt_port in (order if rep % 2 == 0 else order[::-1]):
+            out = work / f"{name.replace(' ', '_')}-{rep}"
+            out.mkdir()
+            graph = build_graph(config_from_data(pipeline_config(out, frames, update_s, mqtt_port), origin="benchmark",
+                                                 base_dir=out))
+            cpu0 = time.process_time()
+            summary = execute(graph, handle_signals=False)
+            cpu = time.process_time() - cpu0
+            events = count_lines(out / "events.jsonl")
+            delivery = graph.ctx.metrics.deliveries() if mqtt_port is not None else []
+            sent = f"{delivery[0].sent} confirmed, {delivery[0].backlog} left" if delivery else "-"
+            stage = next((st for st in summary.stages if "mqtt:" in st.name), None)
+            if stage is not None:  # the sink's stage thread: the append (fsync) per event, and how long events waited for it
+                sent += (f"; sink stage {stage.mean_ms_per_item:.2f} ms/event, "
+                         f"event age p50/p99 {stage.age_p50_ms:.0f}/{stage.age_p99_ms:.0f} ms")
+            rows.append((name, summary.frames_out, summary.seconds, summary.fps, cpu, events, sent))
     print(f"3. pipeline: crowd_overhead.mp4, {frames} frames, non-realtime, {default_model().name}; zone rule over the "
-          f"whole frame, update_seconds {update_s:g}")
-    print(f"   {'run':<9}{'frames':>7}{'seconds':>9}{'fps':>8}{'events':>8}{'events/s':>10}  mqtt")
-    for name, n, secs, fps, events, sent in rows:
-        print(f"   {name:<9}{n:>7}{secs:>9.2f}{fps:>8.2f}{events:>8}{events / secs:>10.1f}  {sent}")
-    print(f"   fps with mqtt / without: {rows[1][3] / rows[0][3]:.3f}")
+          f"whole frame, update_seconds {update_s:.3f}; {repeats} run(s) each, in the order shown")
+    if note:
+        print(f"   {note}")
+    print(f"   {'run':<9}{'frames':>7}{'seconds':>9}{'fps':>8}{'cpu ms/frame':>14}{'events':>8}{'events/s':>10}  mqtt")
+    for name, n, secs, fps, cpu, events, sent in rows:
+        print(f"   {name:<9}{n:>7}{secs:>9.2f}{fps:>8.2f}{1000 * cpu / n:>14.1f}{events:>8}{events / secs:>10.1f}  {sent}")
+    fps = {name: float(np.median([r[3] for r in rows if r[0] == name])) for name, _ in order}
+    cpu = {name: float(np.median([1000 * r[4] / r[1] for r in rows if r[0] == name])) for name, _ in order}
+    print(f"   median fps: no mqtt {fps['no mqtt']:.2f}, mqtt {fps['mqtt']:.2f}; "
+          f"median cpu ms/frame: no mqtt {cpu['no mqtt']:.1f}, mqtt {cpu['mqtt']:.1f}")
+    print(f"   fps with mqtt / without: {fps['mqtt'] / fps['no mqtt']:.3f}")
 
 
 def main() -> int:
@@ -227,19 +271,27 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--events", type=int, default=2000, help="appends in 1 and events through MQTT in 2 (default 2000)")
     p.add_argument("--frames", type=int, default=300, help="frames per pipeline run in 3 (default 300)")
-    p.add_argument("--update-seconds", type=float, default=0.1,
-                   help="the zone rule's update period in 3 (stream seconds; default 0.1: about 100 events/s here)")
-    p.add_argument("--warmup-frames", type=int, default=50, help="frames of an unmeasured pipeline run before 3 (default 50)")
+    p.add_argument("--rate", type=float, default=100.0, help="events/s to aim at in 3 (default 100)")
+    p.add_argument("--update-seconds", type=float, default=None,
+                   help="the zone rule's update period in 3, in stream seconds (default: from the warm-up run, for --rate)")
+    p.add_argument("--warmup-frames", type=int, default=100,
+                   help="frames of the unmeasured pipeline run before 3 (default 100)")
+    p.add_argument("--repeats", type=int, default=2, help="pipeline runs per variant in 3, alternated (default 2)")
     p.add_argument("--dir", type=Path, default=REPO / "out", help="where the temp folder goes (default out/ in the repo)")
     args = p.parse_args()
+    if args.update_seconds is None and args.warmup_frames < 1:
+        p.error("--warmup-frames 0 needs --update-seconds (the warm-up run chooses it)")
     args.dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="outbox-bench-", dir=args.dir)).resolve()
     broker = Broker(work)
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, broker pid {broker.proc.pid} on port {broker.port}")
+    load = "/".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {load}, "
+          f"mosquitto pid {broker.proc.pid} on port {broker.port}")
     try:
         bench_append(work, args.events)
         bench_mqtt(work, broker.port, args.events)
-        bench_pipeline(work, broker.port, args.frames, args.update_seconds, args.warmup_frames)
+        bench_pipeline(work, broker.port, args.frames, args.update_seconds, args.rate, args.warmup_frames,
+                       args.repeats)
     finally:
         broker.stop()
         shutil.rmtree(work, ignore_errors=True)

@@ -170,17 +170,23 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--rebuild", action="store_true", help="build even when a fitting engine is cached")
     build.add_argument("--workspace-mb", type=int, default=2048, help="TensorRT builder workspace (default 2048)")
     build.set_defaults(func=cmd_build_engine)
-    listen = sub.add_parser("listen", help="subscribe to a ZeroMQ event endpoint and print each event as a JSON line")
-    listen.add_argument("endpoint", help="e.g. tcp://127.0.0.1:5560 (the zmq sink's endpoint)")
-    listen.add_argument("--topic", default="", help="only topics starting with this (topics are CAMERA/RULE)")
-    listen.add_argument("--count", type=int, default=0, help="exit after this many events (default: run until Ctrl-C)")
-    listen.add_argument("--timeout", type=float, default=0, help="exit with 1 if no event arrives for this many seconds")
+    listen = sub.add_parser("listen", help="subscribe to a ZeroMQ endpoint or an MQTT broker and print each event as a JSON line")
+    listen.add_argument("endpoint", help="tcp://127.0.0.1:5560 (the zmq sink's endpoint) or mqtt://[USER:PASSWORD@]HOST[:PORT] "
+                                         "(the mqtt sink's broker; port 1883 by default)")
+    listen.add_argument("--topic", default=None,
+                        help="zmq: only topics starting with this (topics are CAMERA/RULE; default: all). mqtt: the "
+                             "subscription filter (default vigil/#); only event messages (PREFIX/CAMERA/events/RULE) are "
+                             "printed and counted, not the camera states, zone counts or online/offline status")
+    listen.add_argument("--count", type=int, default=0,
+                        help="exit after this many events (mqtt: event messages only; default: run until Ctrl-C)")
+    listen.add_argument("--timeout", type=float, default=0,
+                        help="exit with 1 if no event arrives for this many seconds (also while an mqtt broker is unreachable)")
     listen.set_defaults(func=cmd_listen)
     return p
 
 
 def cmd_listen(args: argparse.Namespace) -> int:
-    """`listen`: prints each event published on a ZeroMQ endpoint as a JSON line (see pipeline.listen)."""
+    """`listen`: prints each event published on a ZeroMQ endpoint or an MQTT broker as a JSON line (see pipeline.listen)."""
     from pipeline.listen import ListenError, listen
 
     for option, value in (("--count", args.count), ("--timeout", args.timeout)):
@@ -189,7 +195,7 @@ def cmd_listen(args: argparse.Namespace) -> int:
     try:
         return listen(args.endpoint, topic=args.topic, count=args.count, timeout_s=args.timeout)
     except ListenError as exc:
-        raise ConfigError([_arg_issue("ENDPOINT", str(exc))]) from None
+        raise ConfigError([_arg_issue(exc.key, str(exc))]) from None  # ENDPOINT or --topic, credentials masked
 
 
 def _progress(disabled: bool):  # returns (callback, close)

@@ -109,37 +109,54 @@ class Outbox:
             except sqlite3.Error as exc:
                 raise OutboxError(f"cannot write to the outbox {self.path}: {exc}") from None
             self._bytes += len(payload)
-            if self._bytes > self.max_bytes:
-                self._drop_oldest()
-            self._expire_now_and_then(now)
+            try:
+                if self._bytes > self.max_bytes:
+                    self._drop_oldest()
+                self._expire_now_and_then(now)
+            except sqlite3.Error as exc:  # the row is stored; the bounds are tried again by the next append
+                log.warning("outbox %s: cannot drop old messages now: %s", self.path, exc)
         return int(row_id)
 
     def pending(self, sink: str, after_id: int = 0, limit: int = 100) -> list[OutboxRow]:
-        """The oldest rows of `sink` after `after_id`, in order (at most `limit`)."""
+        """The oldest rows of `sink` after `after_id`, in order (at most `limit`). Raises OutboxError
+        when the file cannot be read."""
         with self._lock:
-            self._expire_now_and_then(time.time())
-            rows = self._db.execute("SELECT id, camera, topic, payload, created FROM messages WHERE sink = ? AND id > ? "
-                                    "ORDER BY id LIMIT ?", (sink, after_id, limit)).fetchall()
+            try:
+                self._expire_now_and_then(time.time())
+            except sqlite3.Error as exc:  # a full disk: expired rows stay until there is room to delete them
+                log.warning("outbox %s: cannot drop expired messages now: %s", self.path, exc)
+            try:
+                rows = self._db.execute("SELECT id, camera, topic, payload, created FROM messages WHERE sink = ? AND id > ? "
+                                        "ORDER BY id LIMIT ?", (sink, after_id, limit)).fetchall()
+            except sqlite3.Error as exc:
+                raise OutboxError(f"cannot read the outbox {self.path}: {exc}") from None
         return [OutboxRow(r[0], r[1], r[2], bytes(r[3]), r[4]) for r in rows]
 
     def confirm(self, sink: str, ids: list[int]) -> None:
-        """Removes rows the server has confirmed (or that failed for good and must not be retried)."""
+        """Removes rows the server has confirmed (or that failed for good and must not be retried).
+        Raises OutboxError when they cannot be removed now (a full disk: deleting writes too); then
+        some of them may be gone, and confirming them again is harmless."""
         if not ids:
             return
         with self._lock:
-            gone = 0
             for chunk in range(0, len(ids), 500):  # SQLite's limit on bound parameters is 999 on old builds
                 part = ids[chunk:chunk + 500]
                 marks = ",".join("?" * len(part))
-                gone += int(self._db.execute(f"SELECT COALESCE(SUM(LENGTH(payload)), 0) FROM messages WHERE sink = ? AND id IN ({marks})",
-                                             (sink, *part)).fetchone()[0])
-                self._db.execute(f"DELETE FROM messages WHERE sink = ? AND id IN ({marks})", (sink, *part))
-            self._bytes -= gone
+                try:
+                    gone = int(self._db.execute(f"SELECT COALESCE(SUM(LENGTH(payload)), 0) FROM messages WHERE sink = ? "
+                                                f"AND id IN ({marks})", (sink, *part)).fetchone()[0])
+                    self._db.execute(f"DELETE FROM messages WHERE sink = ? AND id IN ({marks})", (sink, *part))
+                except sqlite3.Error as exc:
+                    raise OutboxError(f"cannot remove delivered messages from the outbox {self.path}: {exc}") from None
+                self._bytes -= gone
 
     def backlog(self, sink: str) -> int:
-        """How many rows wait for `sink`."""
+        """How many rows wait for `sink`. Raises OutboxError when the file cannot be read."""
         with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM messages WHERE sink = ?", (sink,)).fetchone()[0])
+            try:
+                return int(self._db.execute("SELECT COUNT(*) FROM messages WHERE sink = ?", (sink,)).fetchone()[0])
+            except sqlite3.Error as exc:
+                raise OutboxError(f"cannot read the outbox {self.path}: {exc}") from None
 
     @property
     def size_bytes(self) -> int:

@@ -27,6 +27,8 @@ from pipeline.stage import CameraSet, GraphRunner, Stage, StageContext
 
 log = logging.getLogger(__name__)
 
+EVENT_QUEUE_SIZE = 256  # events waiting for an event sink (each a few hundred bytes)
+
 
 class Graph:
     """The running graph: stages and queues built from a config, and the cameras, which can be
@@ -90,7 +92,10 @@ class Graph:
             sink = create_sink(sink_cfg, SinkContext(self.ctx.metrics, outbox))
             if not sink.wants_frames and not self.reloadable and not with_rules.intersection(cfg.sink_cameras(sink_cfg)):
                 log.warning("sink %s gets no events: none of its cameras has rules", sink.name)
-            queue = BoundedQueue(sink.name, cfg.pipeline.queue_size, QueuePolicy.BLOCK)
+            # Events are small and come in bursts (a crowd entering a zone): a deep queue lets the
+            # analytics thread hand a burst over without waiting for the sink's disk or network.
+            size = cfg.pipeline.queue_size if sink.wants_frames else max(cfg.pipeline.queue_size, EVENT_QUEUE_SIZE)
+            queue = BoundedQueue(sink.name, size, QueuePolicy.BLOCK)
             sinks.append(SinkLane(index, sink_cfg, sink, queue, CameraSet((), sealed)))
         evidence = evidence_q = None
         if cfg.evidence is not None and (with_rules or self.reloadable):

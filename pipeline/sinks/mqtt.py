@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.frames import Event
 from pipeline.metrics import Metrics
-from pipeline.outbox import SharedOutbox
+from pipeline.outbox import OutboxError, SharedOutbox
 from pipeline.sinks.base import SinkContext
 from pipeline.sinks.network import OutboxSink
 
@@ -63,6 +63,8 @@ class MqttSink(OutboxSink):
         self._acks: queue.SimpleQueue[int] = queue.SimpleQueue()  # mids PUBACKed (paho's thread → ours)
         self._in_flight: dict[int, int] = {}  # mid → outbox row id (delivery thread only)
         self._sent_upto = 0  # the last outbox row handed to paho
+        self._confirmed: list[int] = []  # PUBACKed rows not yet removed from the outbox (a full disk)
+        self._outbox_problem = ""  # the last outbox error logged (logged once per change)
         self._connected = threading.Event()
         self._retained: dict[str, str] = {}  # topic → payload last published (or to publish on connect)
         self._retained_lock = threading.Lock()
@@ -132,32 +134,45 @@ class MqttSink(OutboxSink):
         client.loop_start()  # paho's network thread: connects, reconnects with backoff, reads PUBACKs
         next_poll = 0.0
         while not self.stopping.is_set():
+            try:
+                next_poll = self._round(client, mqtt, next_poll)
+            except OutboxError as exc:  # a full disk: what is confirmed is removed once there is room
+                if str(exc) != self._outbox_problem:
+                    log.error("sink %s: %s; delivery goes on, retried every second", self.name, exc)
+                self._outbox_problem = str(exc)
+                self.stopping.wait(1.0)
+        try:
             self._take_acks()
-            now = time.monotonic()
-            if now >= next_poll:
-                self._publish_retained_changes()
-                self.refresh_backlog()
-                next_poll = now + POLL_S
-            if not self._connected.is_set():
-                self.wake.wait(POLL_S)
-                self.wake.clear()
-                continue
-            room = self.config.max_inflight - len(self._in_flight)
-            rows = self.outbox.pending(self.key, self._sent_upto, room) if room > 0 else []
-            for row in rows:
-                info = client.publish(row.topic, row.payload, qos=self.config.qos)
-                if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):  # NO_CONN: paho queued it
-                    log.warning("sink %s: publish of %s failed: %s; retried", self.name, row.topic, mqtt.error_string(info.rc))
-                    break
-                self._in_flight[info.mid] = row.id
-                self._sent_upto = row.id
-            if not rows:
-                self.wake.wait(POLL_S)
-                self.wake.clear()
+        except OutboxError:
+            pass  # confirmed but not removed: sent again by the next start (at least once)
+
+    def _round(self, client: Any, mqtt: Any, next_poll: float) -> float:
+        """One pass of the delivery loop; returns when the next state poll is due."""
         self._take_acks()
+        now = time.monotonic()
+        if now >= next_poll:
+            self._publish_retained_changes()
+            self.refresh_backlog()
+            next_poll = now + POLL_S
+        if not self._connected.is_set():
+            self.wake.wait(POLL_S)
+            self.wake.clear()
+            return next_poll
+        room = self.config.max_inflight - len(self._in_flight)
+        rows = self.outbox.pending(self.key, self._sent_upto, room) if room > 0 else []
+        for row in rows:
+            info = client.publish(row.topic, row.payload, qos=self.config.qos)
+            if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):  # NO_CONN: paho queued it
+                log.warning("sink %s: publish of %s failed: %s; retried", self.name, row.topic, mqtt.error_string(info.rc))
+                break
+            self._in_flight[info.mid] = row.id
+            self._sent_upto = row.id
+        if not rows:
+            self.wake.wait(POLL_S)
+            self.wake.clear()
+        return next_poll
 
     def _take_acks(self) -> None:
-        confirmed: list[int] = []
         while True:
             try:
                 mid = self._acks.get_nowait()
@@ -165,10 +180,12 @@ class MqttSink(OutboxSink):
                 break
             row_id = self._in_flight.pop(mid, None)
             if row_id is not None:  # None: a retained state or status message
-                confirmed.append(row_id)
-        if confirmed:
-            self.outbox.confirm(self.key, confirmed)
-            self.stats.sent += len(confirmed)
+                self._confirmed.append(row_id)
+                self.stats.sent += 1
+        if self._confirmed:
+            self.outbox.confirm(self.key, self._confirmed)  # raises OutboxError: kept, tried again
+            self._confirmed = []
+        self._outbox_problem = ""
 
     def _publish_retained_changes(self) -> None:
         """Camera states and zone counts that changed since last published (retained, QoS 1)."""

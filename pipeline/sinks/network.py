@@ -121,15 +121,21 @@ class OutboxSink(Sink):
         # A connected sink gets a moment to deliver the last events of the run; a disconnected
         # one leaves them in the outbox for the next start.
         deadline = time.monotonic() + FLUSH_ON_CLOSE_S
-        while self.stats.state in ("connected", "connecting") and not self.flushed() and time.monotonic() < deadline:
-            self.wake.set()
-            time.sleep(0.02)
+        try:
+            while self.stats.state in ("connected", "connecting") and not self.flushed() and time.monotonic() < deadline:
+                self.wake.set()
+                time.sleep(0.02)
+        except OutboxError as exc:  # a full disk: what is left is sent by the next start
+            log.error("sink %s: %s", self.name, exc)
         self.stopping.set()
         self.wake.set()
         if self._thread is not None:
             self._thread.join(JOIN_TIMEOUT_S)
         self.shutdown()
-        self.refresh_backlog()
+        try:
+            self.refresh_backlog()
+        except OutboxError as exc:
+            log.error("sink %s: %s", self.name, exc)
         if self.stats.backlog:
             log.warning("sink %s: %d events wait in the outbox %s; the next start sends them", self.name,
                         self.stats.backlog, self.outbox.path)
