@@ -159,15 +159,17 @@ class AnalyticsStage(Stage):
         inp: results of the camera from postprocess.
         frame_routes: queues of the sinks that want frames (and evidence).
         event_routes: queues of the event sinks (or evidence, which publishes them on).
+        events_to_evidence: `event_routes` is the evidence stage's queue.
     """
 
     def __init__(self, analytics: CameraAnalytics, inp: BoundedQueue, frame_routes: list[BoundedQueue],
-                 event_routes: list[BoundedQueue]) -> None:
+                 event_routes: list[BoundedQueue], *, events_to_evidence: bool = False) -> None:
         super().__init__(f"analytics[{analytics.camera.id}]")
         self.analytics = analytics
         self.inp = inp
         self.frame_routes = frame_routes
         self.event_routes = event_routes  # evidence (which also wants frames) or the event sinks
+        self.events_to_evidence = events_to_evidence  # the evidence stage publishes the events on
 
     def run(self, ctx: StageContext) -> None:
         stats = ctx.metrics.stage(self.name)
@@ -179,19 +181,25 @@ class AnalyticsStage(Stage):
         counts: dict[str, int] = {}
         # A queue may take both frames and events (the evidence stage): one sentinel each.
         all_routes = list({id(q): q for q in self.frame_routes + self.event_routes}.values())
+        previews = ctx.previews
+        previews.tracked(cam.id)
+
+        def publish(event: Event) -> None:
+            if not self.events_to_evidence:  # else the evidence stage shows it, with its snapshot
+                previews.add_event(event)
+            for q in self.event_routes:
+                q.put(event, ctx.stop)
 
         def check_health() -> None:
             event = watch.check(last_seq) if watch is not None else None
             if event is not None:
                 log.warning("event %s camera=%s (%s)", event.kind, event.camera, event.data)
-                for q in self.event_routes:
-                    q.put(event, ctx.stop)
+                publish(event)
 
         for item in consume(self.inp, [cam.id], ctx, on_idle=check_health):
             if isinstance(item, EndOfStream):
                 for event in self.analytics.finish():
-                    for q in self.event_routes:
-                        q.put(event, ctx.stop)
+                    publish(event)
                 for q in all_routes:
                     q.put(item, ctx.stop)
                 continue
@@ -204,9 +212,9 @@ class AnalyticsStage(Stage):
                 counts = self.analytics.zone_counts
                 cam_stats.zone_counts = counts  # a new dict: readers see one table or the other
             check_health()
+            previews.offer(result, from_analytics=True)
             for q in self.frame_routes:
                 q.put(result, ctx.stop)
             for event in events:
                 log.info("event %s %s camera=%s tracks=%s", event.kind, event.rule, event.camera, event.track_ids)
-                for q in self.event_routes:
-                    q.put(event, ctx.stop)
+                publish(event)

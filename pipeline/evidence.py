@@ -205,6 +205,7 @@ class EvidenceStage(Stage):
                 ring.clear()
 
     def _publish(self, event: Event, ctx: StageContext) -> None:
+        ctx.previews.add_event(event)  # with its snapshot and clip paths, for the status page
         for q in self.event_routes[event.camera]:
             q.put(event, ctx.stop)
 

@@ -6,6 +6,7 @@
 - GET /metrics: the same and per-stage figures in the Prometheus text format.
 - POST /reload: re-reads the config and adds/removes/restarts cameras (as SIGHUP does); with a
   token (`metrics.token`) only for `Authorization: Bearer TOKEN`, else 401.
+- GET /, /cameras/ID, ...: the status page (pipeline/web), behind the token when one is set.
 
 Everything is read from the pipeline's own Metrics when asked, so serving costs nothing per frame.
 
@@ -34,6 +35,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from pipeline.metrics import CameraState, Metrics
+from pipeline.preview import Previews
+from pipeline.web import StatusPage
 
 log = logging.getLogger(__name__)
 
@@ -167,16 +170,22 @@ class HealthServer:
         metrics: the pipeline's counters, read at each request.
         host, port: where to listen (port 0: any free port, see `.port`).
         reload: what POST /reload runs; None: no /reload endpoint.
-        token: when set, POST /reload needs `Authorization: Bearer TOKEN` (else 401).
+        token: when set, POST /reload needs `Authorization: Bearer TOKEN` (else 401), and so does the
+            status page (pipeline/web); /healthz and /metrics stay open.
         allowed_hosts: Host header names answered beside localhost, IP addresses and `host`.
         request_timeout_s: a connection silent this long (mid-request or idle) is closed.
         max_connections: connections served at once; more get 503 at once.
+        previews: the cameras' newest frames and recent events: serves the status page at `/`.
     """
 
     def __init__(self, metrics: Metrics, *, host: str = "127.0.0.1", port: int = 0,
                  reload: Callable[[], dict[str, Any]] | None = None, token: str | None = None,
-                 allowed_hosts: Iterable[str] = (), request_timeout_s: float = 5.0, max_connections: int = 32) -> None:
+                 allowed_hosts: Iterable[str] = (), request_timeout_s: float = 5.0, max_connections: int = 32,
+                 previews: Previews | None = None) -> None:
         self.metrics = metrics
+        self.closing = threading.Event()  # ends the status page's MJPEG streams
+        # The status page (/, /cameras/ID, ...) when there are previews to show (pipeline/web).
+        self.page = StatusPage(metrics, previews, token, self.closing) if previews is not None else None
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collector(metrics))  # type: ignore[arg-type]
         self._reload = reload
@@ -210,6 +219,7 @@ class HealthServer:
 
     def close(self) -> None:
         """Stops serving (bounded waits) and closes the socket."""
+        self.closing.set()
         if self._thread.is_alive():
             # shutdown() waits for serve_forever to notice (within its poll_interval) and has no
             # timeout of its own: run it aside and wait a bounded time.
@@ -311,6 +321,8 @@ def _make_handler(server: HealthServer) -> type[BaseHTTPRequestHandler]:
                 self._send(200, "application/json", json.dumps(camera_health(server.metrics)).encode())
             elif path == "/metrics":
                 self._send(200, CONTENT_TYPE_LATEST, generate_latest(server.registry))
+            elif server.page is not None and server.page.handle(self, self._send):
+                pass
             else:
                 self._send(404, "application/json", json.dumps({"error": f"no such endpoint {path!r}; try /healthz or /metrics"}).encode())
 

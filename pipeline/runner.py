@@ -120,7 +120,7 @@ def execute(graph: Graph, *, drain_timeout_s: float = 30.0, on_progress: Callabl
         try:
             health = HealthServer(graph.ctx.metrics, host=metrics_host, port=metrics_port,
                                   reload=reloader.reload if reloader is not None else None, token=metrics_token,
-                                  allowed_hosts=metrics_allowed_hosts).start()
+                                  allowed_hosts=metrics_allowed_hosts, previews=graph.ctx.previews).start()
         except OSError as exc:
             if close_backends:
                 _close_models(graph)

@@ -21,6 +21,7 @@ from typing import ClassVar
 
 from pipeline.frames import EndOfStream
 from pipeline.metrics import Metrics
+from pipeline.preview import Previews
 from pipeline.queues import POLL_S, BoundedQueue, Stopped
 from pipeline.signals import block_stop_signals
 
@@ -38,7 +39,8 @@ OUTPUTS_OPEN_TIMEOUT_S = 30.0
 
 @dataclass(slots=True)
 class StageContext:
-    """What every stage of one graph shares: the stop, drain and sealed events and the metrics."""
+    """What every stage of one graph shares: the stop, drain and sealed events, the metrics and the
+    status page's previews."""
 
     stop: threading.Event = field(default_factory=threading.Event)
     drain: threading.Event = field(default_factory=threading.Event)
@@ -51,6 +53,8 @@ class StageContext:
     # never falls between two of a camera's joins (a camera in some sets but not others would hold
     # up the drain, or lose its frames to a stage that has already returned).
     seal_lock: threading.Lock = field(default_factory=threading.Lock)
+    # Each camera's newest frame and the recent events, for the status page (references only).
+    previews: Previews = field(default_factory=Previews)
 
 
 class CameraSet:

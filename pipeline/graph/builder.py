@@ -195,6 +195,7 @@ class Graph:
         camera.drain()
         camera.wait_stopped(self.runner, timeout_s, self.ctx.stop)
         del self._cameras[camera_id]
+        self.ctx.previews.forget(camera_id)
         log.info("camera %s removed", camera_id)
 
     @contextlib.contextmanager

@@ -130,7 +130,8 @@ class Camera:
             to_frames = self.frame_routes + ([evidence_q] if evidence_q is not None else [])
             q = BoundedQueue(f"postprocess>analytics[{config.id}]", wiring.queue_size, QueuePolicy.BLOCK)
             self.analytics = AnalyticsStage(CameraAnalytics(config, self.lane.model.backend.info.class_names,
-                                                            self.activity), q, to_frames, to_events)
+                                                            self.activity), q, to_frames, to_events,
+                                            events_to_evidence=evidence_q is not None)
 
     @property
     def id(self) -> str:

@@ -50,6 +50,7 @@ class PostprocessStage(Stage):
     def run(self, ctx: StageContext) -> None:
         stats = ctx.metrics.stage(self.name)
         metrics = ctx.metrics
+        previews = ctx.previews
         cameras: dict[str, CameraMetrics] = {}  # cached: metrics.camera() takes a lock
         for item in consume(self.inp, self.cameras, ctx):
             if isinstance(item, EndOfStream):
@@ -82,5 +83,6 @@ class PostprocessStage(Stage):
                 cam.record_out(now, frame.age_ms(now), detected=frame.detect)
                 cam.check_capacity_now_and_then(now)
                 result = FrameResult(frame, dets, self.class_names, detected=frame.detect)
+                previews.offer(result)  # a reference, for the status page
                 for q in self.routes[frame.camera_id]:
                     q.put(result, ctx.stop)
