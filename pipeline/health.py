@@ -358,8 +358,11 @@ def _make_handler(server: HealthServer) -> type[BaseHTTPRequestHandler]:
             for name, value in (headers or {}).items():
                 self.send_header(name, value)
             self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            try:
+                self.end_headers()
+                self.wfile.write(body)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client went away (a browser leaving the page drops its image requests)
 
         def log_message(self, format: str, *args: Any) -> None:  # signature of the base class
             log.debug("http %s", format % args)

@@ -27,11 +27,12 @@ function tileFor(c) {
   const link = el("a", { href: cameraUrl(c.id) }, c.id);
   const state = el("span", { class: "state" });
   head.append(link, state);
-  const img = el("img", { alt: "latest picture of " + c.id });
+  const img = el("img", { alt: "latest picture of " + c.id, hidden: "" });
+  const nopic = el("div", { class: "nopic" }, "no picture yet");
   const stats = el("p", { class: "stats" });
-  root.append(head, img, stats);
+  root.append(head, img, nopic, stats);
   document.getElementById("tiles").append(root);
-  t = { root, state, img, stats, seq: null };
+  t = { root, state, img, nopic, stats, seq: null };
   tiles.set(c.id, t);
   return t;
 }
@@ -49,6 +50,8 @@ function showCameras(cameras) {
     if (c.seq !== null && c.seq !== t.seq) {
       t.seq = c.seq;
       t.img.src = cameraUrl(c.id) + "/latest.jpg?seq=" + c.seq;
+      t.img.hidden = false;
+      t.nopic.hidden = true;
     }
   }
   for (const [id, t] of tiles) {
