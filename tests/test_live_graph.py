@@ -45,8 +45,9 @@ def rtsp(media):
 
 
 def test_slow_model_keeps_frame_age_bounded_for_a_minute(tmp_path, model_path, rtsp):
-    """25 fps camera into a model that manages ~11 fps here: drops are counted, p99 frame age stays
-    under max_frame_age_ms and does not trend upward."""
+    """25 fps camera into a model held to one thread (ONNX Runtime, ~8-11 fps on these CPUs: slower
+    than the camera on a quiet machine too, where the default backend keeps up with 19+ fps): drops
+    are counted, p99 frame age stays under max_frame_age_ms and does not trend upward."""
     cfg = tmp_path / "live.yaml"
     cfg.write_text(f"""
 cameras:
@@ -55,7 +56,7 @@ cameras:
     model: yolo
     max_frame_age_ms: 800
 models:
-  - {{id: yolo, path: {model_path}}}
+  - {{id: yolo, path: {model_path}, backend: onnxruntime, threads: 1}}
 sinks:
   - {{type: jsonl, path: out/dock.jsonl}}
 """)

@@ -22,7 +22,7 @@ from pipeline.sinks.base import Sink
 
 log = logging.getLogger(__name__)
 
-FLUSH_ON_CLOSE_S = 5.0  # at the end of a run, a connected sink gets this long to empty its backlog
+FLUSH_ON_CLOSE_S = 5.0  # at the end of a run, a sink gets this long to empty its backlog
 JOIN_TIMEOUT_S = 5.0
 
 
@@ -118,11 +118,11 @@ class OutboxSink(Sink):
     def close(self) -> None:
         if self._outbox is None:
             return
-        # A connected sink gets a moment to deliver the last events of the run; a disconnected
-        # one leaves them in the outbox for the next start.
+        # The sink gets a moment to deliver the last events of the run (a broker that is coming
+        # back may still take them); what is left stays in the outbox for the next start.
         deadline = time.monotonic() + FLUSH_ON_CLOSE_S
         try:
-            while self.stats.state in ("connected", "connecting") and not self.flushed() and time.monotonic() < deadline:
+            while not self.flushed() and time.monotonic() < deadline:
                 self.wake.set()
                 time.sleep(0.02)
         except OutboxError as exc:  # a full disk: what is left is sent by the next start
