@@ -15,6 +15,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipeline.backends.base import ModelLoadError
 from pipeline.config import ConfigError, LoadedConfig, check_files
@@ -25,6 +26,9 @@ from pipeline.paths import default_model
 from pipeline.redact import install_log_redaction
 from pipeline.signals import interrupt_on_signals
 from pipeline.stage import GraphFailed, GraphStuck
+
+if TYPE_CHECKING:
+    from pipeline.shard import Shard
 
 log = logging.getLogger("vigil")
 
@@ -108,10 +112,14 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the camera graph described by a YAML config")
     run.add_argument("config", type=Path)
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--shard", default=None, metavar="I/N", help=(
+        "run only the cameras of shard I of N (a stable hash of each camera id); default: $VIGIL_SHARD, or "
+        "$VIGIL_SHARDS with the host name's trailing ordinal (vigil-3 -> 3), else every camera"))
     run.set_defaults(func=cmd_run)
 
     val = sub.add_parser("validate", help="check a config (paths, models, output layouts) without running")
     val.add_argument("config", type=Path)
+    val.add_argument("--shards", type=int, default=None, metavar="N", help="also print which cameras each of N shards runs")
     val.set_defaults(func=cmd_validate)
 
     det = sub.add_parser("detect", help="one source through one model, no YAML (like `yolo predict`)")
@@ -214,10 +222,11 @@ def _progress(disabled: bool):  # returns (callback, close)
     return update, bar.close
 
 
-def _execute(loaded: LoadedConfig, no_progress: bool, config_path: Path | None = None) -> int:
+def _execute(loaded: LoadedConfig, no_progress: bool, config_path: Path | None = None, shard: Shard | None = None) -> int:
     from pipeline.config import load_config
     from pipeline.graph import build_graph
     from pipeline.runner import Reloader, execute, format_summary
+    from pipeline.shard import apply_shard
     from pipeline.sinks.jsonl import STDOUT
     from pipeline.validate import check_outputs
 
@@ -229,7 +238,10 @@ def _execute(loaded: LoadedConfig, no_progress: bool, config_path: Path | None =
     # Records on stdout (`--jsonl -`): everything else the run prints goes to stderr.
     report = sys.stderr if any(getattr(s, "path", None) == STDOUT for s in loaded.config.sinks) else sys.stdout
     graph = build_graph(loaded)
-    reloader = Reloader(graph, lambda: load_config(config_path)) if config_path is not None and graph.reloadable else None
+    graph.ctx.metrics.shard = str(shard) if shard is not None else None
+    # A reload re-reads the file and keeps this instance's shard of it.
+    reloader = Reloader(graph, lambda: apply_shard(load_config(config_path), shard)) \
+        if config_path is not None and graph.reloadable else None
     update, close = _progress(no_progress)
     try:
         pipeline = loaded.config.pipeline
@@ -258,8 +270,17 @@ def _execute(loaded: LoadedConfig, no_progress: bool, config_path: Path | None =
 def cmd_run(args: argparse.Namespace) -> int:
     """`run`: loads the YAML config and runs its graph; POST /reload re-reads the same file."""
     from pipeline.config import load_config
+    from pipeline.shard import ShardError, apply_shard, resolve_shard
 
-    return _execute(load_config(args.config), args.no_progress, args.config)
+    try:
+        shard = resolve_shard(args.shard)
+    except ShardError as exc:
+        raise ConfigError([_arg_issue("--shard", str(exc))]) from None
+    loaded = apply_shard(load_config(args.config), shard)
+    if shard is not None:
+        cams = [c.id for c in loaded.config.cameras]
+        log.info("shard %s: %d camera(s): %s", shard, len(cams), ", ".join(cams) or "none")
+    return _execute(loaded, args.no_progress, args.config, shard=shard)
 
 
 def cmd_build_engine(args: argparse.Namespace) -> int:
@@ -289,6 +310,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from pipeline.graph import load_models
     from pipeline.validate import check_runnable
 
+    if args.shards is not None and not 1 <= args.shards <= 10_000:
+        raise ConfigError([_arg_issue("--shards", f"expected a number of shards from 1 to 10000, got {args.shards}")])
     loaded = load_config(args.config)
     issues = check_files(loaded) or check_runnable(loaded)
     if issues:
@@ -307,6 +330,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
               f"output {list(info.outputs[0].shape)} fits {m.config.family}, {len(info.class_names)} classes")
         m.backend.close()
     cfg = loaded.config
+    if args.shards is not None:
+        from pipeline.shard import shard_table
+
+        for index, cams in shard_table(loaded, args.shards):
+            print(f"shard {index}/{args.shards}: {len(cams)} camera(s): {', '.join(cams) or '-'}")
     print(f"{args.config}: valid ({len(cfg.cameras)} cameras, {len(cfg.models)} models, {len(cfg.sinks)} sinks)")
     return 0
 

@@ -69,7 +69,7 @@ def camera_health(metrics: Metrics, now_mono: float | None = None) -> dict[str, 
     sinks = {d.sink: {"state": d.state, "state_reason": d.state_reason, "backlog": d.backlog, "sent": d.sent,
                       "failed": d.failed, "retries": d.retries, "dropped": d.dropped, "expired": d.expired}
              for d in metrics.deliveries()}
-    return {"status": "ok" if healthy else "degraded", "cameras": cameras, "sinks": sinks}
+    return {"status": "ok" if healthy else "degraded", "shard": metrics.shard, "cameras": cameras, "sinks": sinks}
 
 
 class _Collector:

@@ -287,6 +287,7 @@ class Metrics:
         self._cameras: dict[str, CameraMetrics] = {}
         self._deliveries: dict[str, DeliveryMetrics] = {}
         self.started_mono = time.monotonic()
+        self.shard: str | None = None  # "I/N" when this instance runs one shard of the cameras
 
     def delivery(self, sink: str) -> DeliveryMetrics:
         with self._lock:
