@@ -22,6 +22,7 @@ from pipeline.config import ConfigError, LoadedConfig
 from pipeline.graph import Graph
 from pipeline.metrics import CameraState, CameraSummary, StageSummary
 from pipeline.signals import SIGNALS
+from pipeline.systemd import SystemdNotifier
 
 log = logging.getLogger(__name__)
 
@@ -137,8 +138,10 @@ def execute(graph: Graph, *, drain_timeout_s: float = 30.0, on_progress: Callabl
                 signal.SIGHUP, on_signal if reloader is None else lambda _s, _f: reloader.reload_in_background())
 
     metrics = graph.ctx.metrics
+    notifier = SystemdNotifier.from_env()  # does nothing unless systemd started us (Type=notify)
 
     def tick() -> None:
+        notifier.tick(metrics)
         if on_progress is not None:
             on_progress(metrics.frames_out_total(), metrics.total_frames_known())
         if drain_started and time.monotonic() - drain_started[0] > drain_timeout_s and not graph.ctx.stop.is_set():
@@ -155,6 +158,8 @@ def execute(graph: Graph, *, drain_timeout_s: float = 30.0, on_progress: Callabl
     try:
         runner.run(on_tick=tick)
     finally:
+        notifier.stopping()
+        notifier.close()
         if health is not None:
             health.close()
         sys.setswitchinterval(previous_switch)
