@@ -133,6 +133,10 @@ class _Collector:
             for zone, count in dict(cam.zone_counts).items():
                 zone_count.add_metric([cam.camera_id, zone], count)
         yield zone_count
+        if self.metrics.shard is not None:  # this instance runs one shard of the site's cameras
+            shard = GaugeMetricFamily("vigil_shard_info", "The shard (I/N) this instance runs", labels=["shard"])
+            shard.add_metric([self.metrics.shard], 1.0)
+            yield shard
         yield from self._deliveries()
         busy = CounterMetricFamily("vigil_stage_busy_seconds", "Time each stage spent working", labels=["stage"])
         items = CounterMetricFamily("vigil_stage_items", "Items each stage processed", labels=["stage"])

@@ -109,3 +109,22 @@ def test_two_instances_split_four_realtime_cameras_each_camera_once(tmp_path, mo
 def test_a_bad_shard_option_is_one_line_and_exit_2(tmp_path, model_path, media):
     result = run_cli("run", str(site(tmp_path, model_path, media / "crowd_overhead.mp4", 2)), "--shard", "2/2")
     assert result.returncode == 2 and "--shard" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_shard_is_in_healthz_and_metrics():
+    import json
+    import urllib.request
+
+    from pipeline.health import HealthServer
+    from pipeline.metrics import Metrics
+
+    metrics = Metrics()
+    metrics.shard = "1/4"
+    server = HealthServer(metrics, port=0).start()
+    try:
+        health = json.loads(urllib.request.urlopen(f"{server.url}/healthz", timeout=5).read())
+        text = urllib.request.urlopen(f"{server.url}/metrics", timeout=5).read().decode()
+    finally:
+        server.close()
+    assert health["shard"] == "1/4"
+    assert 'vigil_shard_info{shard="1/4"} 1.0' in text
