@@ -117,7 +117,8 @@ def resolve_shard(arg: str | None, env: dict[str, str] | None = None, hostname: 
 
 def apply_shard(loaded: LoadedConfig, shard: Shard | None) -> LoadedConfig:
     """The config of one shard: its cameras only, the models and sinks they use, and (with more than
-    one shard) the outbox, evidence folder and output files named for the shard. None: unchanged.
+    one shard) the outbox, evidence folder, output files and MQTT client ids named for the shard.
+    None: unchanged.
 
     A shard may get no camera at all (fewer cameras than shards): it then runs with none, which a
     live fleet member survives (cameras may come by reload), and a run of files ends at once."""
@@ -139,6 +140,10 @@ def apply_shard(loaded: LoadedConfig, shard: Shard | None) -> LoadedConfig:
         path = getattr(sink, "path", None)
         if path is not None and shard.count > 1 and ("{shard}" in str(path) or "{camera}" not in str(path)):
             update["path"] = shard.path(Path(path))
+        client_id = getattr(sink, "client_id", None)
+        if client_id is not None and shard.count > 1:
+            # A broker drops a client when another connects with its id: each instance its own.
+            update["client_id"] = f"{client_id}-{shard.tag}"
         sinks.append(sink.model_copy(update=update) if update else sink)
         sink_keep.append(i)
     update_cfg: dict[str, Any] = {"cameras": cameras, "models": [cfg.models[i] for i in model_keep], "sinks": sinks}

@@ -70,6 +70,7 @@ def test_a_shard_writes_files_of_its_own(tmp_path, model_path, media):
     assert shared.path.name == "records.shard1of2.jsonl" and "{camera}" in str(per_camera.path)
     assert one.outbox.path.name == "outbox.shard1of2.db"
     assert one.evidence.dir.name == "evidence.shard1of2"
+    assert one.sinks[0].path.parent.name == "out"
     alone = apply_shard(loaded, Shard(0, 1)).config  # one shard: the files keep their names
     assert alone.sinks[0].path.name == "records.jsonl" and alone.outbox.path.name == "outbox.db"
 
@@ -128,3 +129,11 @@ def test_the_shard_is_in_healthz_and_metrics():
         server.close()
     assert health["shard"] == "1/4"
     assert 'vigil_shard_info{shard="1/4"} 1.0' in text
+
+
+def test_each_shard_has_its_own_mqtt_client_id(tmp_path, model_path, media):
+    cfg = site(tmp_path, model_path, media / "crowd_overhead.mp4", 4)
+    cfg.write_text(cfg.read_text().replace("sinks:\n", "sinks:\n  - {type: mqtt, client_id: plant}\n"))
+    loaded = load_config(cfg)
+    ids = {apply_shard(loaded, Shard(i, 2)).config.sinks[0].client_id for i in range(2)}
+    assert ids == {"plant-shard0of2", "plant-shard1of2"}
