@@ -108,6 +108,8 @@ class CameraAnalytics:
     def process(self, result: FrameResult) -> tuple[FrameResult, list[Event]]:
         """Tracks a frame's detections and runs the rules on them. A frame the model skipped gets
         the tracker's predicted boxes and the incidents open so far; rules wait for detections."""
+        if not self.camera.rules:  # watched for its health only: no tracking, no rules
+            return result, []
         frame, det = result.frame, result.detections
         if self.engine is None:
             self._build(frame.width, frame.height)

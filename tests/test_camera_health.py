@@ -142,3 +142,29 @@ models:
 """)
     with pytest.raises(ConfigError, match=r"c.yaml:6: cameras\[0\].down_after_s"):
         load_config(cfg)
+
+
+def test_a_live_camera_without_rules_that_never_connects_is_reported_down(tmp_path, model_path):
+    """Health events need no rules: a plain live camera feeding an event sink is watched too."""
+    cfg = tmp_path / "plain.yaml"
+    cfg.write_text(f"""
+cameras:
+  - id: yard
+    source: {{type: rtsp, url: "rtsp://127.0.0.1:{free_port()}/cam", open_timeout_s: 1}}
+    model: yolo
+    down_after_s: 1
+models:
+  - {{id: yolo, path: {model_path}}}
+sinks:
+  - {{type: events, path: {tmp_path / 'events.jsonl'}}}
+  - {{type: jsonl, path: {tmp_path / 'frames.jsonl'}}}
+""")
+    events = tmp_path / "events.jsonl"
+    run = Running(build_graph(load_config(cfg)))
+    try:
+        assert wait_for(lambda: events.exists() and read_jsonl(events), 15)
+    finally:
+        run.finish()
+    [down] = read_jsonl(events)
+    assert (down["kind"], down["rule"], down["camera"]) == ("camera_down", "camera_health", "yard")
+    assert down["data"]["state"] in ("starting", "reconnecting") and down["data"]["down_s"] >= 1

@@ -86,12 +86,13 @@ class Graph:
         cfg = self.loaded.config
         sealed = self.ctx.sealed
         with_rules = {c.id for c in cfg.cameras if c.rules}
+        with_events = with_rules | {c.id for c in cfg.cameras if c.live}  # live cameras: camera_down
         sinks: list[SinkLane] = []
         outbox = SharedOutbox(cfg.outbox.path, cfg.outbox.max_mb, cfg.outbox.max_age_s)  # opened by the first network sink
         for index, sink_cfg in enumerate(cfg.sinks):
             sink = create_sink(sink_cfg, SinkContext(self.ctx.metrics, outbox))
-            if not sink.wants_frames and not self.reloadable and not with_rules.intersection(cfg.sink_cameras(sink_cfg)):
-                log.warning("sink %s gets no events: none of its cameras has rules", sink.name)
+            if not sink.wants_frames and not self.reloadable and not with_events.intersection(cfg.sink_cameras(sink_cfg)):
+                log.warning("sink %s gets no events: none of its cameras has rules or is live", sink.name)
             # Events are small and come in bursts (a crowd entering a zone): a deep queue lets the
             # analytics thread hand a burst over without waiting for the sink's disk or network.
             size = cfg.pipeline.queue_size if sink.wants_frames else max(cfg.pipeline.queue_size, EVENT_QUEUE_SIZE)

@@ -124,8 +124,10 @@ class Camera:
         self.capture = self._make_capture(needs_images)
         self.capture.on_end = on_end
         self.analytics: AnalyticsStage | None = None
-        if config.rules:
-            evidence_q = wiring.evidence_queue
+        # The analytics stage tracks and runs the rules; for a live camera without rules that feeds
+        # an event sink it only watches the camera's health (camera_down / camera_restored).
+        if config.rules or (config.live and self.event_routes):
+            evidence_q = wiring.evidence_queue if config.rules else None  # evidence is for rule incidents
             to_events = [evidence_q] if evidence_q is not None else self.event_routes
             to_frames = self.frame_routes + ([evidence_q] if evidence_q is not None else [])
             q = BoundedQueue(f"postprocess>analytics[{config.id}]", wiring.queue_size, QueuePolicy.BLOCK)
@@ -168,7 +170,7 @@ class Camera:
             for lane in w.sinks:
                 if lane.wants(self.config):
                     self._join(lane.cameras, lane.cameras.add(self.id), joined)
-            if self.analytics is not None and w.evidence is not None:
+            if self.analytics is not None and self.config.rules and w.evidence is not None:
                 self._join(w.evidence.cameras, w.evidence.add_camera(self.id, self.event_routes), joined)
             post_routes = [self.analytics.inp] if self.analytics is not None else self.frame_routes
             self.lane.join(self.id, self.queue, post_routes, self.config.max_frame_age_s)

@@ -157,10 +157,11 @@ class SinkLane:
     cameras: CameraSet
 
     def wants(self, cam: CameraConfig) -> bool:
-        """Whether `cam` feeds this sink: listed (or no list), and, for an event sink, has rules."""
+        """Whether `cam` feeds this sink: listed (or no list), and, for an event sink, has rules or
+        is live (a live camera can go down: its camera_down events go to every event sink)."""
         if self.config.cameras is not None and cam.id not in self.config.cameras:
             return False
-        return self.sink.wants_frames or bool(cam.rules)
+        return self.sink.wants_frames or bool(cam.rules) or cam.live
 
     def make_stage(self) -> SinkStage:
         """The stage that feeds the sink (one per lane, made once at build time)."""
