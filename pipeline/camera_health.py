@@ -3,7 +3,8 @@ incident of its own (a blind safety camera), reported as a `camera_down` event, 
 `camera_restored` (with the same `event_id`) once it streams again.
 
 Owns the decision only; the camera's analytics stage asks it (on every frame and while no frame
-comes) and routes the events like rule events, so every event sink gets them.
+comes) and routes the events like rule events, so every event sink gets them. A live camera
+without rules that feeds an event sink gets an analytics stage for this alone.
 """
 
 from __future__ import annotations
