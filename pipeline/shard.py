@@ -58,15 +58,16 @@ class Shard:
 
     @property
     def tag(self) -> str:
-        """What file names of this shard carry: `shard1of4`."""
-        return f"shard{self.index}of{self.count}"
+        """What the files and MQTT client id of this shard carry: `shard1`. The index only: an
+        instance keeps its outbox (and what waits in it) when the number of shards changes."""
+        return f"shard{self.index}"
 
     def owns(self, camera_id: str) -> bool:
         return shard_of(camera_id, self.count) == self.index
 
     def path(self, path: Path) -> Path:
         """`path` for this shard: `{shard}` replaced by `tag`, else the tag before the suffix
-        (`events.jsonl` → `events.shard1of4.jsonl`), so instances never write one file."""
+        (`events.jsonl` → `events.shard1.jsonl`), so instances never write one file."""
         text = str(path)
         if "{shard}" in text:
             return Path(text.replace("{shard}", self.tag))

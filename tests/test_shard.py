@@ -67,9 +67,9 @@ def test_a_shard_writes_files_of_its_own(tmp_path, model_path, media):
     loaded = load_config(site(tmp_path, model_path, media / "crowd_overhead.mp4", 4))
     one = apply_shard(loaded, Shard(1, 2)).config
     shared, per_camera = one.sinks
-    assert shared.path.name == "records.shard1of2.jsonl" and "{camera}" in str(per_camera.path)
-    assert one.outbox.path.name == "outbox.shard1of2.db"
-    assert one.evidence.dir.name == "evidence.shard1of2"
+    assert shared.path.name == "records.shard1.jsonl" and "{camera}" in str(per_camera.path)
+    assert one.outbox.path.name == "outbox.shard1.db"
+    assert one.evidence.dir.name == "evidence.shard1"
     assert one.sinks[0].path.parent.name == "out"
     alone = apply_shard(loaded, Shard(0, 1)).config  # one shard: the files keep their names
     assert alone.sinks[0].path.name == "records.jsonl" and alone.outbox.path.name == "outbox.db"
@@ -94,7 +94,7 @@ def test_two_instances_split_four_realtime_cameras_each_camera_once(tmp_path, mo
         assert proc.returncode == 0, err[-2000:]
     seen: dict[str, set[str]] = {}
     for i in range(2):
-        path = tmp_path / "out" / f"records.shard{i}of2.jsonl"
+        path = tmp_path / "out" / f"records.shard{i}.jsonl"
         records = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
         for r in records:
             seen.setdefault(r["camera"], set()).add(path.name)
@@ -136,4 +136,4 @@ def test_each_shard_has_its_own_mqtt_client_id(tmp_path, model_path, media):
     cfg.write_text(cfg.read_text().replace("sinks:\n", "sinks:\n  - {type: mqtt, client_id: plant}\n"))
     loaded = load_config(cfg)
     ids = {apply_shard(loaded, Shard(i, 2)).config.sinks[0].client_id for i in range(2)}
-    assert ids == {"plant-shard0of2", "plant-shard1of2"}
+    assert ids == {"plant-shard0", "plant-shard1"}
