@@ -4,6 +4,8 @@
   newest frame: `{"status": "ok"|"degraded", "cameras": {"<id>": {...}}}`. Always 200 while the
   process runs: one dead camera is the camera's problem, not a reason to restart the others.
 - GET /metrics: the same and per-stage figures in the Prometheus text format.
+- GET /livez: 200, or 503 when the cameras captured frames but none came out over the last
+  LIVENESS_WINDOW_S (a stuck pipeline: for a Kubernetes liveness probe; see pipeline/liveness.py).
 - POST /reload: re-reads the config and adds/removes/restarts cameras (as SIGHUP does); with a
   token (`metrics.token`) only for `Authorization: Bearer TOKEN`, else 401.
 - GET /, /cameras/ID, ...: the status page (pipeline/web), behind the token when one is set.
@@ -34,11 +36,14 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from pipeline.liveness import FlowCheck
 from pipeline.metrics import CameraState, Metrics
 from pipeline.preview import Previews
 from pipeline.web import StatusPage
 
 log = logging.getLogger(__name__)
+
+LIVENESS_WINDOW_S = 20.0  # /livez: captured frames but none out for this long is stuck
 
 
 def camera_health(metrics: Metrics, now_mono: float | None = None) -> dict[str, Any]:
@@ -69,7 +74,12 @@ def camera_health(metrics: Metrics, now_mono: float | None = None) -> dict[str, 
     sinks = {d.sink: {"state": d.state, "state_reason": d.state_reason, "backlog": d.backlog, "sent": d.sent,
                       "failed": d.failed, "retries": d.retries, "dropped": d.dropped, "expired": d.expired}
              for d in metrics.deliveries()}
-    return {"status": "ok" if healthy else "degraded", "shard": metrics.shard, "cameras": cameras, "sinks": sinks}
+    # A model lane whose server is away (backend triton) drops its cameras' frames: degraded.
+    models = {m.model_id: {"state": m.state, "state_reason": m.state_reason, "state_for_s": round(now - m.state_since_mono, 3),
+                           "dropped": m.dropped, "outages": m.outages} for m in metrics.models()}
+    healthy = healthy and all(m["state"] == "ready" for m in models.values())
+    return {"status": "ok" if healthy else "degraded", "shard": metrics.shard, "cameras": cameras, "sinks": sinks,
+            "models": models}
 
 
 class _Collector:
@@ -138,6 +148,14 @@ class _Collector:
             shard.add_metric([self.metrics.shard], 1.0)
             yield shard
         yield from self._deliveries()
+        model_up = GaugeMetricFamily("vigil_model_up", "1 while the model lane runs batches (0: its server is unavailable)",
+                                     labels=["model"])
+        model_dropped = CounterMetricFamily("vigil_model_unavailable_drops", "Frames dropped while the model was unavailable",
+                                            labels=["model"])
+        for m in self.metrics.models():
+            model_up.add_metric([m.model_id], 1.0 if m.state == "ready" else 0.0)
+            model_dropped.add_metric([m.model_id], m.dropped)
+        yield from (model_up, model_dropped)
         busy = CounterMetricFamily("vigil_stage_busy_seconds", "Time each stage spent working", labels=["stage"])
         items = CounterMetricFamily("vigil_stage_items", "Items each stage processed", labels=["stage"])
         for st in self.metrics.stages():
@@ -188,6 +206,7 @@ class HealthServer:
                  previews: Previews | None = None) -> None:
         self.metrics = metrics
         self.closing = threading.Event()  # ends the status page's MJPEG streams
+        self.flow = FlowCheck(LIVENESS_WINDOW_S)  # GET /livez: 503 while the pipeline is stuck
         # The status page (/, /cameras/ID, ...) when there are previews to show (pipeline/web).
         self.page = StatusPage(metrics, previews, token, self.closing) if previews is not None else None
         self.registry = CollectorRegistry(auto_describe=False)
@@ -325,6 +344,10 @@ def _make_handler(server: HealthServer) -> type[BaseHTTPRequestHandler]:
                 self._send(200, "application/json", json.dumps(camera_health(server.metrics)).encode())
             elif path == "/metrics":
                 self._send(200, CONTENT_TYPE_LATEST, generate_latest(server.registry))
+            elif path == "/livez":
+                stuck = server.flow.look(server.metrics, time.monotonic())
+                self._send(503 if stuck else 200, "application/json", json.dumps(
+                    {"status": "stuck: frames captured, none out" if stuck else "ok"}).encode())
             elif server.page is not None and server.page.handle(self, self._send):
                 pass
             else:

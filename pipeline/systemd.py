@@ -1,8 +1,8 @@
 """systemd's notify protocol: READY=1 once the graph runs, WATCHDOG=1 only while frames flow,
 STOPPING=1 when it drains (`Type=notify` with `WatchdogSec=` in deploy/systemd/vigil.service).
 
-Owns the socket and the decision to ping. The pipeline counts as stuck when its cameras capture
-frames but none comes out: then the pings stop and systemd restarts the service after
+Owns the socket and when to ping. The pipeline counts as stuck when its cameras capture frames but
+none comes out (pipeline/liveness.py): then the pings stop and systemd restarts the service after
 `WatchdogSec`. Cameras that capture nothing (a camera down, a network outage) are not a stuck
 pipeline (a restart would not bring them back; their own reconnects and `camera_down` events deal
 with them), so the pings go on.
@@ -17,6 +17,7 @@ import os
 import socket
 import time
 
+from pipeline.liveness import FlowCheck
 from pipeline.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -40,8 +41,8 @@ class SystemdNotifier:
             self._sock.settimeout(1.0)  # a datagram to a local socket: never blocks long
         self._ready = False
         self._next_ping = 0.0
-        self._last_in = -1
-        self._last_out = -1
+        # Looked at once per ping: a stuck verdict covers the half watchdog period before it.
+        self._flow = FlowCheck(watchdog_s / 2 if watchdog_s else 1.0)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> SystemdNotifier:
@@ -78,12 +79,8 @@ class SystemdNotifier:
             self.send("READY=1\nSTATUS=running")
         if self.watchdog_s is None or now < self._next_ping:
             return
-        frames_in = sum(c.frames_in for c in metrics.cameras())
-        frames_out = metrics.frames_out_total()
-        stuck = frames_in > self._last_in and frames_out == self._last_out and self._last_in >= 0
-        self._last_in, self._last_out = frames_in, frames_out
         self._next_ping = now + self.watchdog_s / 2
-        if stuck:
+        if self._flow.look(metrics, now):
             log.error("frames are captured but none has come out for %.1f s: not pinging systemd's watchdog",
                       self.watchdog_s / 2)
             self.send("STATUS=stuck: frames captured, none out")

@@ -145,13 +145,13 @@ def test_each_pod_runs_its_own_cameras_with_its_own_client_id_and_outbox(site_co
     assert len(client_ids) == len(outboxes) == sts["spec"]["replicas"]
 
 
-def test_probes_hit_healthz_on_the_metrics_port() -> None:
+def test_probes_hit_healthz_and_livez_on_the_metrics_port() -> None:
     container = _container()
     (port,) = [p["containerPort"] for p in container["ports"] if p.get("name") == "metrics"]
     assert port == 9108
-    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+    for probe, path in (("startupProbe", "/healthz"), ("livenessProbe", "/livez"), ("readinessProbe", "/healthz")):
         get = container[probe]["httpGet"]
-        assert get["path"] == "/healthz", probe
+        assert get["path"] == path, probe
         assert _container_port(container, get["port"]) == port, probe
 
 

@@ -242,3 +242,35 @@ def test_token_and_allowed_hosts_in_the_config(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert "metrics.token" in str(info.value) and "short" not in str(info.value).split("metrics.token")[1]
+
+
+def test_livez_fails_only_while_frames_are_captured_and_none_comes_out():
+    from pipeline.liveness import FlowCheck
+
+    metrics = Metrics()
+    cam = metrics.camera("dock")
+    server = HealthServer(metrics, port=0).start()
+    server.flow = FlowCheck(0.2)
+
+    def livez() -> int:
+        try:
+            return urllib.request.urlopen(f"{server.url}/livez", timeout=5).status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    try:
+        assert livez() == 200  # the first look: nothing to compare with
+        cam.frames_in += 10
+        cam.frames_out += 10
+        time.sleep(0.25)
+        assert livez() == 200  # frames flow
+        time.sleep(0.25)
+        assert livez() == 200  # nothing captured (a camera down): not stuck
+        cam.frames_in += 10
+        time.sleep(0.25)
+        assert livez() == 503  # captured, none out
+        cam.frames_out += 10
+        time.sleep(0.25)
+        assert livez() == 200
+    finally:
+        server.close()
