@@ -9,8 +9,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from pipeline.backends.base import Backend
-from pipeline.frames import EndOfStream
+from pipeline.backends.base import Backend, BackendUnavailable
+from pipeline.frames import Batch, EndOfStream
 from pipeline.queues import BoundedQueue
 from pipeline.slots import SlotRing
 from pipeline.stage import CameraSet, Stage, StageContext, consume
@@ -39,6 +39,11 @@ class InferenceStage(Stage):
     """Runs each batch through the backend on its slot (outputs land in the slot) and passes the
     batch on; a batch that fails is released back to the ring.
 
+    A backend that raises BackendUnavailable (a model server down or too slow) does not end the
+    run: the batch's detected frames are dropped and counted (`model_unavailable`), frames riding
+    along go on without detections, and the model lane's state (Metrics.model) is `unavailable`
+    until a batch runs again (`ready`).
+
     Args:
         model_id: the model's id, for the stage name.
         backend: the loaded model.
@@ -52,6 +57,7 @@ class InferenceStage(Stage):
     def __init__(self, model_id: str, backend: Backend, ring: SlotRing, inp: BoundedQueue, out: BoundedQueue,
                  cameras: CameraSet | list[str], clock: InferenceClock | None = None) -> None:
         super().__init__(f"inference[{model_id}]")
+        self.model_id = model_id
         self.backend = backend
         self.ring = ring
         self.inp = inp
@@ -61,6 +67,7 @@ class InferenceStage(Stage):
 
     def run(self, ctx: StageContext) -> None:
         stats = ctx.metrics.stage(self.name)
+        lane = ctx.metrics.model(self.model_id)
         for item in consume(self.inp, self.cameras, ctx):
             if isinstance(item, EndOfStream):
                 self.out.put(item, ctx.stop)
@@ -75,6 +82,22 @@ class InferenceStage(Stage):
             self.clock.begin(now)
             try:
                 self.backend.infer(item.slot, item.rows)
+            except BackendUnavailable as exc:
+                self.clock.started = None  # no timing from a failed batch
+                self.ring.release(item.slot)
+                detected = item.detected_frames
+                for frame in detected:
+                    ctx.metrics.count_drop(frame.camera_id, "model_unavailable")
+                lane.set_unavailable(str(exc), len(detected))
+                riding = [f for f in item.frames if not f.detect]
+                if riding:  # they need no model: keep each camera's stream (and tracker) going
+                    self.out.put(Batch(item.model_id, riding, None), ctx.stop)
+                continue
+            except BaseException:
+                self.ring.release(item.slot)  # not handed on: nobody else will release it
+                raise
+            lane.set_ready()
+            try:
                 self.clock.end(time.monotonic())
                 stats.add_work(time.perf_counter() - t0, item.rows)
                 self.out.put(item, ctx.stop)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.delivery import DeliveryMetrics
+from pipeline.model_lane import ModelLaneMetrics
 from pipeline.redact import mask_url
 
 log = logging.getLogger(__name__)
@@ -286,6 +287,7 @@ class Metrics:
         self._stages: dict[str, StageMetrics] = {}
         self._cameras: dict[str, CameraMetrics] = {}
         self._deliveries: dict[str, DeliveryMetrics] = {}
+        self._models: dict[str, ModelLaneMetrics] = {}
         self.started_mono = time.monotonic()
         self.shard: str | None = None  # "I/N" when this instance runs one shard of the cameras
 
@@ -296,6 +298,14 @@ class Metrics:
     def deliveries(self) -> list[DeliveryMetrics]:
         with self._lock:
             return list(self._deliveries.values())
+
+    def model(self, model_id: str) -> ModelLaneMetrics:
+        with self._lock:
+            return self._models.setdefault(model_id, ModelLaneMetrics(model_id))
+
+    def models(self) -> list[ModelLaneMetrics]:
+        with self._lock:
+            return list(self._models.values())
 
     def stage(self, name: str) -> StageMetrics:
         with self._lock:

@@ -69,7 +69,9 @@ class LetterboxScratch:
 
 def letterbox_into(image: np.ndarray, dst: np.ndarray, scratch: LetterboxScratch, *,
                    pad_ready: Rect | None = None) -> tuple[Letterbox, Rect]:
-    """Letterboxes BGR uint8 `image` into `dst` (3, H, W) float32 as RGB in 0..1.
+    """Letterboxes BGR uint8 `image` into `dst` (3, H, W) float32 as RGB in 0..1, or into a uint8
+    `dst` as RGB in 0..255 (a model that normalises itself, e.g. on a Triton server: the same
+    numbers before the division, so its float32 is identical to the float32 written here).
 
     Returns the transform and the rectangle the image occupies. The padding is written only when
     `pad_ready` (the rectangle this `dst` held last time) differs, so a camera whose frames keep
@@ -82,8 +84,9 @@ def letterbox_into(image: np.ndarray, dst: np.ndarray, scratch: LetterboxScratch
     src_h, src_w = image.shape[:2]
     lb, new_w, new_h = letterbox_geometry(src_w, src_h, dst_w, dst_h)
     rect = (lb.pad_x, lb.pad_y, new_w, new_h)
+    as_uint8 = dst.dtype == np.uint8
     if rect != pad_ready:
-        dst.fill(np.float32(PAD_VALUE) / np.float32(255.0))
+        dst.fill(PAD_VALUE if as_uint8 else np.float32(PAD_VALUE) / np.float32(255.0))
     if (new_w, new_h) == (src_w, src_h):
         resized = np.ascontiguousarray(image)
     else:
@@ -93,7 +96,10 @@ def letterbox_into(image: np.ndarray, dst: np.ndarray, scratch: LetterboxScratch
     cv2.split(resized, planes)
     roi = dst[:, lb.pad_y : lb.pad_y + new_h, lb.pad_x : lb.pad_x + new_w]
     for channel in range(3):
-        np.divide(planes[2 - channel], np.float32(255.0), out=roi[channel], casting="unsafe")
+        if as_uint8:
+            np.copyto(roi[channel], planes[2 - channel])
+        else:
+            np.divide(planes[2 - channel], np.float32(255.0), out=roi[channel], casting="unsafe")
     return lb, rect
 
 

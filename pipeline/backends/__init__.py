@@ -19,6 +19,7 @@ BACKENDS: Registry[Backend] = Registry("backend", {
     "onnxruntime": "pipeline.backends.onnxruntime:OnnxRuntimeBackend",
     "openvino": "pipeline.backends.openvino:OpenVINOBackend",
     "tensorrt": "pipeline.backends.tensorrt:TensorRTBackend",
+    "triton": "pipeline.backends.triton:TritonBackend",
 })
 
 

@@ -35,6 +35,13 @@ class ModelNotBuilt(ModelLoadError):
     is off, or the caller (`validate`) never builds."""
 
 
+class BackendUnavailable(RuntimeError):
+    """`infer` could not run this batch now, but the model may come back by itself (a model server
+    that is down, restarting or too slow). The inference stage drops the batch's frames (counted as
+    `model_unavailable`), marks the model lane unavailable and carries on; any other exception from
+    `infer` is a bug or a broken model and ends the run."""
+
+
 @dataclass(frozen=True, slots=True)
 class TensorSpec:
     """A model input or output: its name, one batch row's shape, and its dtype."""

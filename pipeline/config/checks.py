@@ -141,7 +141,8 @@ def _inputs(loaded: LoadedConfig) -> Iterator[tuple[Key, Path]]:
         if isinstance(cam.source, (FileSourceConfig, ImagesSourceConfig)):
             yield ("cameras", i, "source", "path"), cam.source.path
     for i, model in enumerate(loaded.config.models):
-        yield ("models", i, "path"), model.path
+        if model.path is not None:  # backend triton may have none: its model is on the server
+            yield ("models", i, "path"), model.path
     if loaded.config_file is not None:
         yield (), loaded.config_file
 
@@ -178,7 +179,7 @@ def check_files(loaded: LoadedConfig) -> list[ConfigIssue]:
         if isinstance(src, ImagesSourceConfig) and not src.path.exists():
             issues.append(loaded.issue(("cameras", i, "source", "path"), f"image file or directory not found: {src.path}"))
     for i, model in enumerate(loaded.config.models):
-        if not model.path.is_file():
+        if model.path is not None and not model.path.is_file():
             issues.append(loaded.issue(("models", i, "path"),
                                        f"model file not found: {model.path} (put the ONNX file there, or set {SHARED_ENV} "
                                        f"to the folder holding models/)"))

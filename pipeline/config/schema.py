@@ -253,13 +253,16 @@ class ModelConfig(Strict):
     TensorRT-only settings."""
 
     id: Identifier
-    path: ConfigPath
-    backend: Literal["auto", "onnxruntime", "openvino", "tensorrt"] = Field("auto", description=(
+    path: ConfigPath | None = Field(None, description=(
+        "the model file (.onnx, or an .engine for tensorrt); required for every backend but triton, where the "
+        "model lives on the server and a local copy of its .onnx only supplies class names and stride"))
+    backend: Literal["auto", "onnxruntime", "openvino", "tensorrt", "triton"] = Field("auto", description=(
         "auto: the fastest one here (tensorrt for an .engine, or with TensorRT and a CUDA GPU unless device: cpu; else "
         "openvino when installed, unless device: cuda; else onnxruntime). onnxruntime: CPU (CUDA provider when "
         "onnxruntime-gpu is installed). openvino: "
         "CPU, reads the .onnx directly. tensorrt: NVIDIA GPU; `path` is the .onnx (its engine is looked up in "
-        "engines/, see build-engine) or an .engine"))
+        "engines/, see build-engine) or an .engine. triton: a Triton Inference Server (KServe v2 protocol) at "
+        "`url` runs `model_name`; never chosen by auto"))
     precision: Precision | None = Field(None, description=(
         "null: the backend's default (f32; tensorrt: fp16). onnxruntime: f32; openvino: f32, bf16 or auto "
         "(OpenVINO's choice: bf16 on CPUs with AVX-512 BF16/AMX); tensorrt: f32, fp16 or auto (= fp16), of the "
@@ -282,6 +285,19 @@ class ModelConfig(Strict):
         "largest decoded frame [H, W] staged for GPU preprocessing (pinned memory per slot row); "
         "a larger frame is letterboxed on the CPU instead"))
     gpu_device: int = Field(0, ge=0, le=64, description="CUDA device index")
+    # Triton only (backend: triton):
+    url: str | None = Field(None, pattern=r"^[A-Za-z0-9._\-\[\]:]+:[0-9]{1,5}$", description=(
+        "the Triton server's host:port (gRPC port for protocol grpc, default 8001; HTTP port for http, default 8000)"))
+    model_name: str | None = Field(None, min_length=1, description="the model's name in the server's repository")
+    model_version: str = Field("", pattern=r"^[0-9]*$", description="the model version to run; empty: the server's choice")
+    protocol: Literal["grpc", "http"] = Field("grpc", description="grpc: less overhead per request; http: through proxies")
+    input_dtype: Literal["float32", "uint8"] = Field("float32", description=(
+        "what the model on the server takes: float32 (the letterboxed RGB image in 0..1, NCHW, as the local backends "
+        "run) or uint8 (the same image in 0..255, NCHW: 4x less data; the server divides by 255). Must match the "
+        "server's model input"))
+    timeout_s: float = Field(10.0, gt=0, le=600, description=(
+        "longest wait for one Triton request (and for connecting); past it the batch's frames are dropped "
+        "(model_unavailable) and the lane retries"))
 
     @field_validator("precision", mode="before")
     @classmethod
@@ -297,6 +313,22 @@ class ModelConfig(Strict):
     @classmethod
     def _names_from_list(cls, value: Any) -> Any:
         return dict(enumerate(value)) if isinstance(value, list) else value
+
+    @model_validator(mode="after")
+    def _path_or_server(self) -> ModelConfig:
+        if self.backend == "triton":
+            missing = [key for key in ("url", "model_name") if getattr(self, key) is None]
+            if missing:
+                raise ValueError(f"backend triton needs {' and '.join(missing)} (the server's host:port and the model's "
+                                 f"name in its repository)")
+        elif self.path is None:
+            raise ValueError(f"path is required for backend {self.backend} (the model file, e.g. "
+                             f"${{VIGIL_SHARED}}/models/yolov8n.onnx); only backend triton runs a model kept on a server")
+        else:
+            set_keys = sorted(k for k in ("url", "model_name") if getattr(self, k) is not None)
+            if set_keys:
+                raise ValueError(f"{' and '.join(set_keys)} are for backend triton only, the backend is {self.backend}")
+        return self
 
 
 class EvidenceConfig(Strict):
