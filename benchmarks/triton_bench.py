@@ -2,9 +2,9 @@
 inference, decode + NMS, JSON Lines sink) on one video file, read as fast as it goes.
 
 Prints, per variant: frames, fps and frame age (p50/p99, capture to output). Variants: local
-onnxruntime; Triton over gRPC with float32 and with uint8 input. Batches in flight: the inference
-stage calls `infer` synchronously, so one batch is at the server at a time (slots only overlap
-preprocessing and postprocessing with it).
+onnxruntime; Triton over gRPC with float32 and with uint8 input, with 1 and 2 batches in flight
+(`in_flight`: the inference stage keeps that many batches at the server and hands them on in order);
+HTTP with uint8.
 
 Starts its own test server (tests/tools/triton_server.py, needs .venv-triton) unless --url is given
 (then the server must serve yolov8n (FP32) and yolov8n_u8 (UINT8)). On one machine the server's
@@ -52,7 +52,7 @@ def main() -> int:
     parser.add_argument("--video", type=Path, default=shared_dir() / "media" / "office_walk.mp4")
     parser.add_argument("--model", type=Path, default=shared_dir() / "models" / "yolov8n.onnx")
     parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--slots", type=int, default=3)
+    parser.add_argument("--slots", type=int, default=4, help="pipeline.slots: in_flight + 2 keeps preprocess and postprocess busy")
     parser.add_argument("--url", default=None, help="a running server's gRPC host:port (default: start a test server)")
     args = parser.parse_args()
     args.video, args.model = args.video.resolve(), args.model.resolve()  # the config lives in a temporary folder
@@ -67,14 +67,18 @@ def main() -> int:
         url = server.grpc_url
     variants = [
         ("onnxruntime (local)", f"path: {args.model}, backend: onnxruntime"),
-        ("triton grpc float32", f"backend: triton, url: '{url}', model_name: yolov8n, path: {args.model}"),
-        ("triton grpc uint8", f"backend: triton, url: '{url}', model_name: yolov8n_u8, input_dtype: uint8, path: {args.model}"),
-        ("triton http uint8", f"backend: triton, url: '{server.http_url if server else url}', protocol: http, "
-                              f"model_name: yolov8n_u8, input_dtype: uint8, path: {args.model}"),
+        ("triton grpc float32 x1", f"backend: triton, url: '{url}', model_name: yolov8n, path: {args.model}, in_flight: 1"),
+        ("triton grpc float32 x2", f"backend: triton, url: '{url}', model_name: yolov8n, path: {args.model}, in_flight: 2"),
+        ("triton grpc uint8 x1", f"backend: triton, url: '{url}', model_name: yolov8n_u8, input_dtype: uint8, "
+                                 f"path: {args.model}, in_flight: 1"),
+        ("triton grpc uint8 x2", f"backend: triton, url: '{url}', model_name: yolov8n_u8, input_dtype: uint8, "
+                                 f"path: {args.model}, in_flight: 2"),
+        ("triton http uint8 x2", f"backend: triton, url: '{server.http_url if server else url}', protocol: http, "
+                                 f"model_name: yolov8n_u8, input_dtype: uint8, path: {args.model}, in_flight: 2"),
     ]
     if server is None:
         variants.pop()  # --url is a gRPC port
-    print(f"video {args.video.name}, batch {args.batch}, slots {args.slots}, 1 batch in flight")
+    print(f"video {args.video.name}, batch {args.batch}, slots {args.slots}; xN: N batches in flight")
     print(f"{'variant':24} {'frames':>6} {'fps':>7} {'age p50 ms':>11} {'age p99 ms':>11}")
     try:
         for name, model_yaml in variants:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -88,7 +89,7 @@ class TritonBackend:
         assert config.url is not None and config.model_name is not None  # ModelConfig checks both for triton
         backend = cls(config.url, config.model_name, protocol=config.protocol, model_version=config.model_version,
                       input_dtype=config.input_dtype, timeout_s=config.timeout_s, class_names=config.names,
-                      path=config.path, input_size=config.input_size)
+                      path=config.path, input_size=config.input_size, in_flight=config.in_flight)
         mbs = backend.server_model.max_batch_size
         if mbs and config.batch > mbs:
             backend.close()
@@ -109,8 +110,15 @@ class TritonBackend:
         class_names: dict[int, str] | None = None,
         path: Path | None = None,
         input_size: tuple[int, int] | None = None,
+        in_flight: int = 2,
     ) -> None:
+        if in_flight < 1:
+            raise ValueError(f"in_flight must be at least 1, got {in_flight}")
         self.url = url
+        # Batches at the server at once (see `submit`): the network's round trip overlaps the
+        # server's work on the previous batch instead of adding to it.
+        self.max_in_flight = in_flight
+        self._pool: ThreadPoolExecutor | None = None
         self.model_name = model_name
         self.protocol = protocol
         self.model_version = model_version
@@ -329,8 +337,19 @@ class TritonBackend:
         self._retry_s = min(self._retry_s * 2, RETRY_MAX_S)
         self._drop_client()
 
+    def submit(self, slot: Slot, n: int) -> Future[None]:
+        """`infer(slot, n)` on one of `max_in_flight` worker threads (each with its own client);
+        the future raises what `infer` raises. The inference stage keeps up to `max_in_flight`
+        batches submitted and hands them on in order."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.max_in_flight, thread_name_prefix=f"triton[{self.model_name}]")
+        return self._pool.submit(self.infer, slot, n)
+
     def close(self) -> None:
-        """Closes the connections (one per thread that used the backend)."""
+        """Stops the in-flight workers and closes the connections (one per thread that used the backend)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
         with self._clients_lock:
             clients, self._clients = self._clients, []
         for client in clients:

@@ -295,6 +295,9 @@ class ModelConfig(Strict):
         "what the model on the server takes: float32 (the letterboxed RGB image in 0..1, NCHW, as the local backends "
         "run) or uint8 (the same image in 0..255, NCHW: 4x less data; the server divides by 255). Must match the "
         "server's model input"))
+    in_flight: int = Field(2, ge=1, le=16, description=(
+        "batches at the Triton server at once, so the network's round trip overlaps the server's work; "
+        "needs pipeline.slots >= in_flight + 1 to keep preprocess busy meanwhile"))
     timeout_s: float = Field(10.0, gt=0, le=600, description=(
         "longest wait for one Triton request (and for connecting); past it the batch's frames are dropped "
         "(model_unavailable) and the lane retries"))
