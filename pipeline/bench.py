@@ -23,6 +23,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 
@@ -163,9 +164,12 @@ def _sequential_fps(model: LoadedModel, video: Path, frames: int, out: Path) -> 
 
 
 def run_bench(model_path: Path, video: Path, *, frames: int = 0, batch: int = 1, threads: int | None = None,
-              rounds: int = 2, sequential: bool = True, gil_switch_ms: float = 0.2) -> BenchResult:
+              rounds: int = 2, sequential: bool = True, gil_switch_ms: float = 0.2,
+              model_options: dict[str, Any] | None = None) -> BenchResult:
     """Alternates raw and pipeline runs (raw, pipe, raw, pipe, ..., raw) so that a machine whose
-    speed drifts during the benchmark affects both sides alike."""
+    speed drifts during the benchmark affects both sides alike. `model_options` are more keys of
+    the model's config (`backend`, and for triton `url`, `model_name`, `protocol`, `input_dtype`,
+    `in_flight`)."""
     if rounds < 1:
         raise ValueError(f"rounds must be at least 1, got {rounds}")
     frames = frames or _video_frame_count(video)
@@ -173,11 +177,13 @@ def run_bench(model_path: Path, video: Path, *, frames: int = 0, batch: int = 1,
         data = {
             "cameras": [{"id": "cam0", "model": "model",
                          "source": {"type": "file", "path": str(video), "max_frames": frames}}],
-            "models": [{"id": "model", "path": str(model_path), "batch": batch, "threads": threads}],
+            "models": [{"id": "model", "path": str(model_path), "batch": batch, "threads": threads, **(model_options or {})}],
             "sinks": [{"type": "jsonl", "path": str(Path(tmp) / "bench.jsonl")}],
         }
         loaded = config_from_data(data, origin="error", base_dir=Path.cwd(), key_names={
             ("models", 0, "batch"): "--batch", ("models", 0, "threads"): "--threads", ("models", 0, "path"): "--model",
+            ("models", 0, "backend"): "--backend", ("models", 0, "url"): "--url", ("models", 0, "model_name"): "--model-name",
+            ("models", 0, "in_flight"): "--in-flight",
             ("cameras", 0, "source", "max_frames"): "--frames"})
         models = load_models(loaded)
         model = models["model"]

@@ -167,7 +167,12 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--max-frame-age-ms", type=float, default=None, help="--live: frame-age bound (default 2000)")
     bench.add_argument("--detect-fps", type=float, default=None,
                        help="--live: each camera asks for at most N detections per second (default: every frame)")
-    bench.add_argument("--backend", default=None, help="--live: the model's backend (default: auto)")
+    bench.add_argument("--backend", default=None, help="the model's backend (default: auto; triton: with --url and --model-name)")
+    bench.add_argument("--url", default=None, help="backend triton: the server's host:port (gRPC, or HTTP with --protocol http)")
+    bench.add_argument("--model-name", default=None, help="backend triton: the model's name on the server")
+    bench.add_argument("--protocol", default=None, choices=["grpc", "http"], help="backend triton (default grpc)")
+    bench.add_argument("--input-dtype", default=None, choices=["float32", "uint8"], help="backend triton (default float32)")
+    bench.add_argument("--in-flight", type=int, default=None, help="backend triton: batches at the server at once (default 2)")
     bench.add_argument("--precision", default=None, help="--live: the model's precision (default: the backend's)")
     bench.set_defaults(func=cmd_bench)
     build = sub.add_parser("build-engine", help="build (or find cached) the TensorRT engine of an ONNX model (NVIDIA GPU)")
@@ -380,8 +385,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
                               detect_fps=args.detect_fps, backend=args.backend, precision=args.precision)
         print(format_live_bench(args.model or default_model(), args.video, rows))
         return 0
+    # The model's backend and, for triton, where its server is (the raw figure then is one batch at
+    # a time at the server; the pipeline keeps --in-flight batches there).
+    options = {key: value for key, value in (("backend", args.backend), ("url", args.url), ("model_name", args.model_name),
+                                              ("protocol", args.protocol), ("input_dtype", args.input_dtype),
+                                              ("in_flight", args.in_flight)) if value is not None}
     result = run_bench(args.model or default_model(), args.video, frames=args.frames, batch=1 if args.batch is None else args.batch,
                        threads=args.threads, rounds=args.rounds, sequential=not args.no_sequential,
-                       gil_switch_ms=args.gil_switch_ms)
+                       gil_switch_ms=args.gil_switch_ms, model_options=options)
     print(format_bench(result))
     return 0

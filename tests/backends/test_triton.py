@@ -240,3 +240,17 @@ pipeline: {{slots: 5}}
         assert len(a["detections"]) == len(b["detections"]), a["seq"]
         for da, db in zip(a["detections"], b["detections"], strict=True):
             assert da["class_id"] == db["class_id"] and np.allclose(da["box"], db["box"], atol=0.5), (a["seq"], da, db)
+
+
+def test_bench_runs_against_the_server(server, media, model_path):
+    """`run.py bench --video V --backend triton --url ... --model-name ...`: raw (one batch at a
+    time at the server) against the pipeline (batches in flight), last line as for local backends."""
+    import re
+
+    from conftest import run_cli
+
+    result = run_cli("bench", "--video", str(media / "people_small.mp4"), "--model", str(model_path), "--frames", "24",
+                     "--batch", "2", "--rounds", "1", "--no-sequential", "--backend", "triton", "--url", server.grpc_url,
+                     "--model-name", "yolov8n_u8", "--input-dtype", "uint8", "--in-flight", "2", timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert re.fullmatch(r"pipeline_fps=\d+\.\d+ raw_fps=\d+\.\d+ ratio=\d+\.\d+", result.stdout.strip().splitlines()[-1]), result.stdout
