@@ -63,18 +63,35 @@ def start_cli(*args: str, **popen):
                             stderr=subprocess.PIPE, text=True, **popen)
 
 
+def _tmpfs(mount_point: Path, size: str):
+    """A tmpfs of `size` mounted at `mount_point` for the duration (needs root; skips otherwise)."""
+    import contextlib
+    import subprocess
+
+    @contextlib.contextmanager
+    def mounted():
+        mount_point.mkdir()
+        result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount_point)],
+                                capture_output=True, text=True, timeout=10)
+        if result.returncode != 0:
+            pytest.skip(f"cannot mount a {size} tmpfs to fill (needs root): {result.stderr.strip()}")
+        try:
+            yield mount_point
+        finally:
+            subprocess.run(["umount", "-l", str(mount_point)], capture_output=True, timeout=10)
+
+    return mounted()
+
+
 @pytest.fixture
 def full_disk(tmp_path: Path):
     """A 100 kB tmpfs: writes fail with ENOSPC once it is full (needs root to mount; skipped otherwise)."""
-    import subprocess
-
-    mount_point = tmp_path / "tiny"
-    mount_point.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=100k", "tmpfs", str(mount_point)],
-                             capture_output=True, text=True, timeout=10)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a 100 kB tmpfs to fill (needs root): {mounted.stderr.strip()}")
-    try:
+    with _tmpfs(tmp_path / "tiny", "100k") as mount_point:
         yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], capture_output=True, timeout=10)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A 1 MB tmpfs to fill up (needs root to mount; skipped otherwise)."""
+    with _tmpfs(tmp_path / "small", "1m") as mount_point:
+        yield mount_point

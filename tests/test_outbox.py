@@ -220,21 +220,6 @@ def test_shared_outbox_opens_once_and_closes_with_its_last_user(tmp_path):
         shared.release()
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path):
-    """A 1 MB tmpfs to fill up (needs root to mount; skipped otherwise)."""
-    mount_point = tmp_path / "small"
-    mount_point.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)],
-                             capture_output=True, text=True, timeout=10)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a 1 MB tmpfs to fill (needs root): {mounted.stderr.strip()}")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], capture_output=True, timeout=10)
-
-
 def test_a_full_disk_raises_outbox_errors_and_the_outbox_works_again_once_there_is_room(small_disk):
     """Appending and confirming (a delete writes too) fail with OutboxError, never a bare
     sqlite3 error; reading goes on; once the disk has room, confirm works and the byte count is

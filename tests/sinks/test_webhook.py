@@ -13,7 +13,6 @@ import logging
 import os
 import socket
 import sqlite3
-import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -409,21 +408,6 @@ def test_two_webhooks_whose_urls_differ_only_in_a_masked_token_have_their_own_me
     finally:
         for s in sinks:
             s.close()
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path):
-    """A 1 MB tmpfs to fill up (needs root to mount; skipped otherwise)."""
-    mount_point = tmp_path / "small"
-    mount_point.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)],
-                             capture_output=True, text=True, timeout=10)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a 1 MB tmpfs to fill (needs root): {mounted.stderr.strip()}")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], capture_output=True, timeout=10)
 
 
 def fill(folder: Path) -> Path:
