@@ -31,6 +31,8 @@ def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes, di
             return r.status, r.read(), dict(r.headers)
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read(), dict(exc.headers)
+    except OSError:  # not listening yet (the server starts once the models have loaded)
+        return 0, b"", {}
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +67,7 @@ metrics: {{port: {port}}}
     metrics = run.graph.ctx.metrics
     try:
         assert wait_for(lambda: all(metrics.camera(c).state.value == "streaming" for c in ("dock", "gate"))
-                        and get(base + "/cameras/gate/latest.jpg")[0] == 200, 60)
+                        and all(get(f"{base}/cameras/{c}/latest.jpg")[0] == 200 for c in ("dock", "gate")), 60)
         yield {"base": base, "servers": servers, "run": run, "tmp": tmp}
     finally:
         run.finish()
