@@ -166,3 +166,34 @@ class Running:
         if self.error is not None:
             raise self.error
         return self.summary
+
+
+def fill_disk(folder: Path) -> Path:
+    """Writes a file in `folder` until its disk is full (ENOSPC); returns it."""
+    import errno
+    import os
+
+    path = folder / "filler"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError as exc:
+        assert exc.errno == errno.ENOSPC, exc
+    finally:
+        os.close(fd)
+    return path
+
+
+def dedupe_events(events: list[dict]) -> list[dict]:
+    """Events without redeliveries (at-least-once delivery may send one twice), first arrival kept:
+    a message is its (event_id, kind, seq), since an incident's start, updates and end share the
+    event_id."""
+    seen: set[tuple[str, str, int]] = set()
+    out = []
+    for e in events:
+        key = (e["event_id"], e["kind"], e["seq"])
+        if key not in seen:
+            seen.add(key)
+            out.append(e)
+    return out

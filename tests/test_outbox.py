@@ -4,9 +4,7 @@ oldest rows, max_age_s expires old ones), each counted per sink and logged."""
 
 from __future__ import annotations
 
-import errno
 import logging
-import os
 import signal
 import sqlite3
 import subprocess
@@ -17,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.outbox import Outbox, OutboxError, SharedOutbox
+from tests.helpers import fill_disk
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -227,15 +226,7 @@ def test_a_full_disk_raises_outbox_errors_and_the_outbox_works_again_once_there_
     box = Outbox(small_disk / "outbox.db", max_mb=10, max_age_s=3600)
     try:
         ids = [box.append("a", "cam", "t", b"x" * 100) for _ in range(3)]
-        filler = small_disk / "filler"
-        fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
-        try:
-            while True:
-                os.write(fd, b"\0" * 4096)
-        except OSError as exc:
-            assert exc.errno == errno.ENOSPC, exc
-        finally:
-            os.close(fd)
+        filler = fill_disk(small_disk)
         with pytest.raises(OutboxError, match="cannot write"):
             box.append("a", "cam", "t", b"y" * 100)
         with pytest.raises(OutboxError, match="cannot remove"):

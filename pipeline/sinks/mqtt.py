@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any
 from pipeline.frames import Event
 from pipeline.metrics import Metrics
 from pipeline.outbox import OutboxError, SharedOutbox
-from pipeline.sinks.base import SinkContext
 from pipeline.sinks.network import OutboxSink
 
 if TYPE_CHECKING:
@@ -68,12 +67,6 @@ class MqttSink(OutboxSink):
         self._connected = threading.Event()
         self._retained: dict[str, str] = {}  # topic → payload last published (or to publish on connect)
         self._retained_lock = threading.Lock()
-
-    @classmethod
-    def from_config(cls, config: MqttSinkConfig, context: SinkContext) -> MqttSink:
-        if context.outbox is None:
-            raise ValueError("the mqtt sink needs the graph's outbox (SinkContext.outbox)")
-        return cls(config, context.outbox, context.metrics)
 
     def topic(self, event: Event) -> str:
         return f"{self.prefix}/{event.camera}/events/{event.rule}"

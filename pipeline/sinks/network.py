@@ -13,12 +13,13 @@ import logging
 import threading
 import time
 from abc import abstractmethod
+from typing import Any
 
 from pipeline.delivery import DeliveryMetrics
 from pipeline.frames import Event, FrameResult
 from pipeline.metrics import Metrics
 from pipeline.outbox import Outbox, OutboxError, SharedOutbox
-from pipeline.sinks.base import Sink
+from pipeline.sinks.base import Sink, SinkContext
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,13 @@ class OutboxSink(Sink):
         self.wake = threading.Event()  # set by each append: the delivery thread looks at once
         self._thread: threading.Thread | None = None
         self._not_kept = 0  # events the outbox refused to store (a full disk): part of stats.dropped
+
+    @classmethod
+    def from_config(cls, config: Any, context: SinkContext) -> OutboxSink:
+        """The sink of one `sinks[]` entry, delivering through the graph's outbox."""
+        if context.outbox is None:
+            raise ValueError(f"the {config.type} sink needs the graph's outbox (SinkContext.outbox)")
+        return cls(config, context.outbox, context.metrics)  # type: ignore[call-arg]
 
     @property
     def outbox(self) -> Outbox:

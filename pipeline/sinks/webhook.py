@@ -22,7 +22,6 @@ from pipeline.frames import Event
 from pipeline.metrics import Metrics
 from pipeline.outbox import OutboxError, OutboxRow, SharedOutbox
 from pipeline.redact import mask_url
-from pipeline.sinks.base import SinkContext
 from pipeline.sinks.network import OutboxSink
 
 if TYPE_CHECKING:
@@ -89,12 +88,6 @@ class WebhookSink(OutboxSink):
         self._done_upto = 0
         self._done: list[int] = []
         self._outbox_error: str | None = None
-
-    @classmethod
-    def from_config(cls, config: WebhookSinkConfig, context: SinkContext) -> WebhookSink:
-        if context.outbox is None:
-            raise ValueError("the webhook sink needs the graph's outbox (SinkContext.outbox)")
-        return cls(config, context.outbox, context.metrics)
 
     def topic(self, event: Event) -> str:
         return f"{event.camera}/{event.rule}"

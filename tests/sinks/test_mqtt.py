@@ -14,8 +14,8 @@ import pytest
 from pipeline.config import load_config
 from pipeline.graph import build_graph
 from pipeline.runner import execute
-from tests.helpers import wait_for
-from tests.tools.mqtt import Mosquitto, Subscriber, dedupe
+from tests.helpers import dedupe_events, wait_for
+from tests.tools.mqtt import Mosquitto, Subscriber
 
 from conftest import start_cli
 
@@ -67,8 +67,8 @@ def test_events_reach_the_broker_in_order_with_retained_state_and_counts(tmp_pat
                 handle_signals=False)
         written = jsonl_events(tmp_path / "events.jsonl")
         assert len(written) >= 2, "the config should give incidents"
-        assert wait_for(lambda: len(dedupe(sub.events())) >= len(written), 10), (len(sub.events()), len(written))
-        assert keys(dedupe(sub.events())) == keys(written)  # every event, once, in order
+        assert wait_for(lambda: len(dedupe_events(sub.events())) >= len(written), 10), (len(sub.events()), len(written))
+        assert keys(dedupe_events(sub.events())) == keys(written)  # every event, once, in order
         assert sub.events()[0]["rule"] == "intrusion" and sub.events()[0]["camera"] == "floor"
         assert wait_for(lambda: sub.last("vigil/floor/state") == "ended", 5), sub.last("vigil/floor/state")
         assert sub.last("vigil/floor/danger/count") is not None and sub.last("vigil/floor/danger/count").isdigit()
@@ -96,9 +96,9 @@ def test_a_broker_killed_mid_run_loses_no_event(tmp_path, model_path, media, bro
         out, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err[-3000:]
         written = jsonl_events(tmp_path / "events.jsonl")
-        assert wait_for(lambda: len(dedupe(sub.events())) >= len(written), 20)
-        assert sorted(keys(dedupe(sub.events()))) == sorted(keys(written))
-        per_camera_order = [k for k in keys(dedupe(sub.events()))]
+        assert wait_for(lambda: len(dedupe_events(sub.events())) >= len(written), 20)
+        assert sorted(keys(dedupe_events(sub.events()))) == sorted(keys(written))
+        per_camera_order = [k for k in keys(dedupe_events(sub.events()))]
         assert per_camera_order == keys(written), "events arrived out of order"
         assert "disconnected" in err, "the lost connection should be logged"
     finally:
@@ -131,8 +131,8 @@ def test_events_of_a_killed_run_are_sent_by_the_next_start(tmp_path, model_path,
         _, err = result.communicate(timeout=120)
         assert result.returncode == 0, err[-3000:]
         assert "from the previous run" in err
-        got = {k for k in keys(dedupe(sub.events()))}
-        assert wait_for(lambda: set(keys(first_run)) <= {k for k in keys(dedupe(sub.events()))}, 10), \
+        got = {k for k in keys(dedupe_events(sub.events()))}
+        assert wait_for(lambda: set(keys(first_run)) <= {k for k in keys(dedupe_events(sub.events()))}, 10), \
             (len(first_run), len(got))
     finally:
         sub.close()

@@ -7,10 +7,8 @@ two urls differing only in the query string, and an outbox whose disk is full.""
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
-import os
 import socket
 import sqlite3
 import threading
@@ -30,7 +28,7 @@ from pipeline.metrics import Metrics
 from pipeline.outbox import OutboxError, SharedOutbox
 from pipeline.runner import execute
 from pipeline.sinks.webhook import WebhookSink
-from tests.helpers import free_port, read_jsonl, wait_for
+from tests.helpers import dedupe_events, fill_disk, free_port, read_jsonl, wait_for
 
 ZONE = "[[0.3, 0.45], [0.7, 0.45], [0.7, 0.95], [0.3, 0.95]]"
 
@@ -142,18 +140,6 @@ def keys(events: list[dict]) -> list[tuple[str, str, int]]:
     return [(e["event_id"], e["kind"], e["seq"]) for e in events]
 
 
-def dedupe(events: list[dict]) -> list[dict]:
-    """The events without repeats (at-least-once delivery may send one twice), first arrival kept."""
-    seen: set[tuple[str, str, int]] = set()
-    out = []
-    for e in events:
-        k = (e["event_id"], e["kind"], e["seq"])
-        if k not in seen:
-            seen.add(k)
-            out.append(e)
-    return out
-
-
 def outbox_rows(path: Path) -> int:
     with sqlite3.connect(path) as db:
         return int(db.execute("SELECT COUNT(*) FROM messages").fetchone()[0])
@@ -172,9 +158,9 @@ def test_events_arrive_in_order_with_headers_after_5xx_answers(tmp_path, model_p
     summary, stats = run_site(cfg)
     written = read_jsonl(tmp_path / "events.jsonl")
     assert len(written) >= 3, "the config should give several events"
-    assert wait_for(lambda: len(dedupe(hook.events())) >= len(written), 10), (len(hook.requests), len(written))
-    assert keys(dedupe(hook.events())) == keys(written), "every event once, in order"
-    assert dedupe(hook.events()) == written, "the same documents as the events sink"
+    assert wait_for(lambda: len(dedupe_events(hook.events())) >= len(written), 10), (len(hook.requests), len(written))
+    assert keys(dedupe_events(hook.events())) == keys(written), "every event once, in order"
+    assert dedupe_events(hook.events()) == written, "the same documents as the events sink"
     assert len(hook.requests) >= len(written) + 3
     assert hook.requests[0].body == hook.requests[1].body == hook.requests[2].body == hook.requests[3].body, \
         "a failed event is sent again before the next one"
@@ -213,11 +199,11 @@ def test_429_with_retry_after_is_retried_after_the_asked_wait(tmp_path, model_pa
     cfg = site(tmp_path, model_path, media / "crowd_overhead.mp4", f'{{type: webhook, url: "{hook.url}"}}')
     _, stats = run_site(cfg)
     written = read_jsonl(tmp_path / "events.jsonl")
-    assert wait_for(lambda: len(dedupe(hook.events())) >= len(written), 10)
+    assert wait_for(lambda: len(dedupe_events(hook.events())) >= len(written), 10)
     assert hook.requests[0].body == hook.requests[1].body, "the event answered 429 is sent again"
     gap = hook.requests[1].at - hook.requests[0].at
     assert gap >= 0.9, f"Retry-After: 1 asks for a second, the retry came after {gap:.2f} s"
-    assert dedupe(hook.events()) == written
+    assert dedupe_events(hook.events()) == written
     assert stats.retries == 1 and stats.failed == 0 and stats.sent == len(written)
 
 
@@ -410,20 +396,6 @@ def test_two_webhooks_whose_urls_differ_only_in_a_masked_token_have_their_own_me
             s.close()
 
 
-def fill(folder: Path) -> Path:
-    """Writes a file in `folder` until its disk is full; returns it."""
-    path = folder / "filler"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
-    try:
-        while True:
-            os.write(fd, b"\0" * 4096)
-    except OSError as exc:
-        assert exc.errno == errno.ENOSPC, exc
-    finally:
-        os.close(fd)
-    return path
-
-
 def test_delivery_goes_on_when_the_outbox_disk_is_full_and_sends_each_event_once(small_disk, receiver_factory):
     """Events wait (the receiver answers 503), then the outbox's disk fills up and the receiver
     comes back: the delivered events cannot be removed from the outbox, yet each is POSTed once
@@ -436,7 +408,7 @@ def test_delivery_goes_on_when_the_outbox_disk_is_full_and_sends_each_event_once
         for seq in (1, 2, 3):
             sink.write_event(event(seq))
         assert wait_for(lambda: stats.retries >= 1, 10)
-        filler = fill(small_disk)
+        filler = fill_disk(small_disk)
         answer["status"] = 200
         accepted = lambda: [r.event["event_id"] for r in hook.requests if r.status == 200]  # noqa: E731
         assert wait_for(lambda: len(accepted()) >= 3, 10), (vars(stats), accepted())

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import threading
@@ -18,6 +17,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import free_port
+from tests.tools import process
 
 MOSQUITTO_PATHS = ("/usr/sbin/mosquitto", "/usr/bin/mosquitto")
 
@@ -84,19 +84,11 @@ max_queued_messages 100000
 
     def kill(self) -> None:
         """SIGKILL: the broker vanishes as a crashed or unplugged one does."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=5)
+        process.kill(self.proc)
         self.proc = None
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+        process.stop(self.proc)
         self.proc = None
 
 
@@ -150,16 +142,3 @@ class Subscriber:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
-
-
-def dedupe(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Events without redeliveries: a message is its (event_id, kind, seq) (an incident's start,
-    updates and end share the event_id)."""
-    seen: set[tuple[str, str, int]] = set()
-    out = []
-    for e in events:
-        key = (e["event_id"], e["kind"], e["seq"])
-        if key not in seen:
-            seen.add(key)
-            out.append(e)
-    return out

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import select
-import signal
 import socket
 import subprocess
 import threading
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import free_port
+from tests.tools import process
 
 SERVER_SCRIPT = Path(__file__).with_name("rtsp_server.py")
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -83,19 +83,11 @@ class RtspServer:
 
     def kill(self) -> None:
         """SIGKILL: the server vanishes as a crashed or unplugged camera does."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=5)
+        process.kill(self.proc)
         self.proc = None
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+        process.stop(self.proc)
         self.proc = None
 
 

@@ -217,3 +217,30 @@ metrics: {{port: {port}, token: "{TOKEN}"}}
         assert wait_for(lambda: get(base + "/cameras/cam/latest.jpg", {"Authorization": f"Bearer {TOKEN}"})[0] == 200, 30)
     finally:
         run.finish()
+
+
+def test_detect_with_a_metrics_port_serves_the_page(tmp_path, media, model_path):
+    """The contract's other way in: `detect SOURCE --metrics-port P` serves `/`, `latest.jpg` and
+    `stream.mjpeg` as `run` does."""
+    import signal
+
+    from conftest import start_cli
+
+    port = free_port()
+    proc = start_cli("detect", str(media / "crowd_overhead.mp4"), "--model", str(model_path), "--realtime",
+                     "--detect-fps", "2", "--jsonl", str(tmp_path / "d.jsonl"), "--metrics-port", str(port),
+                     "--no-progress")
+    base = f"http://127.0.0.1:{port}"
+    try:
+        assert wait_for(lambda: get(base + "/cameras/cam0/latest.jpg")[0] == 200, 90), proc.poll()
+        status, page, headers = get(base + "/")
+        assert status == 200 and headers["Content-Type"].startswith("text/html") and b"Vigil" in page
+        image = cv2.imdecode(np.frombuffer(get(base + "/cameras/cam0/latest.jpg")[1], np.uint8), cv2.IMREAD_COLOR)
+        assert image is not None and image.shape[:2] == (480, 854)  # the video's frame size
+        with urllib.request.urlopen(base + "/cameras/cam0/stream.mjpeg", timeout=10) as r:
+            assert r.headers["Content-Type"] == "multipart/x-mixed-replace; boundary=frame"
+            assert r.read1(65536).startswith(b"--frame\r\nContent-Type: image/jpeg")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=60)
+    assert proc.returncode == 0
